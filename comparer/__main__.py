@@ -1,0 +1,3 @@
+from comparer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Subcommands. Each module has `register(subparsers)` and `run(args) -> int`."""

@@ -1,0 +1,308 @@
+"""`comparer check`: probe targets with every stack and show where they disagree."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import ssl
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from comparer.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+)
+from comparer.model import StackInfo, Target, TargetReport
+from comparer.render import build_json, dump_json, render_table
+from comparer.runner import RunState, run_probes
+from comparer.stacks import DEFAULT_STACKS, get_stack, parse_stack_list
+from comparer.stacks.base import ProbeSettings
+from comparer.targets import TargetError, parse_target, read_targets_file
+
+# Show a progress bar only for runs long enough to need one.
+PROGRESS_MIN_PROBES = 20
+
+
+@dataclass
+class Outcome:
+    """What a run produced: reports in input order, stack columns, interruption."""
+
+    reports: list[TargetReport]
+    stacks: list[StackInfo]
+    settings: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+def positive_float(text: str) -> float:
+    """Parse a positive number of seconds for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 3600 seconds")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """Parse a whole number from 1 to 10000 for argparse."""
+    if not text.isdigit() or not 1 <= int(text) <= 10000:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number from 1 to 10000"
+        )
+    return int(text)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options shared by `check` and `demo`: stacks, limits and output."""
+    parser.add_argument(
+        "--stacks",
+        metavar="A,B",
+        help=f"stacks to run, comma-separated (default: {','.join(DEFAULT_STACKS)})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time limit for one probe, in seconds (default: 10)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=50,
+        metavar="N",
+        help="probes running at once (default: 50)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the results as JSON on stdout, nothing else",
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add the `check` subcommand."""
+    parser = subparsers.add_parser(
+        "check",
+        help="probe targets with every stack and compare the verdicts",
+        description="Connect to each target through several TLS client stacks and "
+        "show where certificate verification disagrees. A target is host, "
+        "host:port, https://host[:port][/path], [ipv6]:port or an IP address; the "
+        "default port is 443.",
+        epilog="exit status: 0 every stack verified every target; 1 a verification "
+        "failed or stacks disagree; 2 bad usage or unreadable input (invalid lines "
+        "in a targets file become error rows, the other targets are still probed).",
+    )
+    parser.add_argument(
+        "targets", nargs="*", metavar="TARGET", help="endpoints to probe"
+    )
+    parser.add_argument(
+        "-f",
+        "--file",
+        metavar="FILE",
+        help="read targets from FILE, one per line ('-' for stdin, '#' comments)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="make every stack trust exactly the certificates in this PEM bundle",
+    )
+    add_run_options(parser)
+    parser.set_defaults(run=run)
+
+
+def load_ca_file(name: str | None) -> Path | None:
+    """Validate --ca-file: it must exist and contain at least one certificate."""
+    if name is None:
+        return None
+    if name.startswith("-"):
+        raise UsageError(f"invalid --ca-file {name!r}: give a path (use ./{name})")
+    path = Path(name).resolve()
+    if not path.is_file():
+        raise UsageError(f"CA file not found: {name!r}; give a PEM bundle")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read CA file {name!r}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise UsageError(f"CA file {name!r} contains no PEM certificate")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError as exc:
+        raise UsageError(
+            f"CA file {name!r} cannot be loaded: {exc.reason or exc}"
+        ) from None
+    return path
+
+
+def collect_targets(
+    args: argparse.Namespace,
+) -> tuple[list[Target], list[TargetReport]]:
+    """Parse command-line and file targets; file lines that fail become error rows."""
+    targets: list[Target] = []
+    errors: list[TargetReport] = []
+    seen: set[str] = set()
+
+    def add(target: Target) -> None:
+        if target.key not in seen:
+            seen.add(target.key)
+            targets.append(target)
+
+    for raw in args.targets:
+        add(parse_target(raw))  # a bad argument stops the run with exit 2
+    if args.file is not None:
+        for raw in read_targets_file(args.file):
+            try:
+                add(parse_target(raw))
+            except TargetError as exc:
+                errors.append(
+                    TargetReport(
+                        target=Target(raw=raw, host="", port=0), error=str(exc)
+                    )
+                )
+    if not targets and not errors:
+        raise UsageError("no targets given; name at least one TARGET or use -f FILE")
+    return targets, errors
+
+
+# Width for output that goes to a file or pipe, where no terminal sets one.
+PIPE_WIDTH = 160
+
+
+def make_console(stream: Any = None) -> Console:
+    """Return a console that honours NO_COLOR, COLUMNS and terminal detection."""
+    console = Console(file=stream or sys.stdout, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    return console
+
+
+def probe_all(
+    targets: Sequence[Target],
+    *,
+    stack_names: Sequence[str],
+    settings: ProbeSettings,
+    concurrency: int,
+    show_progress: bool,
+) -> Outcome:
+    """Run every probe and return the outcome, partial if interrupted by Ctrl-C."""
+    stacks = [get_stack(name) for name in stack_names]
+    infos = [stack.info(settings) for stack in stacks]
+    state = RunState()
+    total = len(targets) * len(stacks)
+    progress = None
+    if show_progress and total >= PROGRESS_MIN_PROBES:
+        progress = Progress(
+            "probing",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+    interrupted = False
+    task = progress.add_task("probes", total=total) if progress else None
+
+    def advance(current: RunState) -> None:
+        if progress is not None and task is not None:
+            progress.update(task, completed=current.done)
+
+    try:
+        if progress is not None:
+            progress.start()
+        asyncio.run(
+            run_probes(
+                targets,
+                stacks,
+                settings=settings,
+                concurrency=concurrency,
+                state=state,
+                on_result=advance,
+            )
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if progress is not None:
+            progress.stop()
+    column_order = {info.column: index for index, info in enumerate(infos)}
+    reports = [state.reports[t.key] for t in targets if t.key in state.reports]
+    for report in reports:
+        report.results.sort(key=lambda r: column_order.get(r.column, len(column_order)))
+    return Outcome(reports=reports, stacks=infos, interrupted=interrupted)
+
+
+def settings_json(
+    settings: ProbeSettings, stack_names: Sequence[str]
+) -> dict[str, Any]:
+    """Return the run settings as they appear in JSON."""
+    return {
+        "ca_file": str(settings.ca_file) if settings.ca_file else None,
+        "timeout": settings.timeout,
+        "stacks": list(stack_names),
+    }
+
+
+def emit(outcome: Outcome, *, as_json: bool) -> int:
+    """Print the outcome as a table or JSON and return the exit status."""
+    if as_json:
+        document = build_json(
+            outcome.reports,
+            outcome.stacks,
+            settings=outcome.settings,
+            interrupted=outcome.interrupted,
+        )
+        print(dump_json(document))
+    else:
+        render_table(
+            make_console(),
+            outcome.reports,
+            outcome.stacks,
+            interrupted=outcome.interrupted,
+        )
+    return exit_status(outcome)
+
+
+def exit_status(outcome: Outcome) -> int:
+    """Return 130 if interrupted, 2 for invalid targets, 1 for failures, else 0."""
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    if any(report.error is not None for report in outcome.reports):
+        return EXIT_USAGE
+    if all(report.all_ok for report in outcome.reports):
+        return EXIT_OK
+    return EXIT_FAILED
+
+
+def stderr_is_terminal() -> bool:
+    """Return whether a progress bar on stderr would be seen by a person."""
+    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `comparer check`."""
+    ca_file = load_ca_file(args.ca_file)
+    stack_names = parse_stack_list(args.stacks) if args.stacks else list(DEFAULT_STACKS)
+    targets, invalid = collect_targets(args)
+    settings = ProbeSettings(ca_file=ca_file, timeout=args.timeout)
+    outcome = probe_all(
+        targets,
+        stack_names=stack_names,
+        settings=settings,
+        concurrency=args.concurrency,
+        show_progress=stderr_is_terminal() and not args.json,
+    )
+    outcome.reports = invalid + outcome.reports
+    outcome.settings = settings_json(settings, stack_names)
+    return emit(outcome, as_json=args.json)

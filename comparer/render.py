@@ -1,0 +1,199 @@
+"""Render a run as a rich table, or as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from comparer import __version__
+from comparer.model import ProbeResult, StackInfo, TargetReport
+
+SCHEMA_VERSION = 1
+
+
+def order_reports(reports: Sequence[TargetReport]) -> list[TargetReport]:
+    """Put input errors first, then disagreements, then the rest in input order."""
+
+    def rank(report: TargetReport) -> int:
+        if report.error is not None:
+            return 0
+        return 1 if not report.agree else 2
+
+    return sorted(reports, key=rank)
+
+
+def _cell(result: ProbeResult | None) -> Text:
+    if result is None:
+        return Text("·", style="dim")
+    if result.ok:
+        text = Text("✓ ok", style="green")
+        if result.note:
+            text.append(" *", style="yellow")
+        return text
+    return Text(f"✗ {result.reason.value}", style="red")
+
+
+def _by_column(report: TargetReport) -> dict[str, ProbeResult]:
+    return {result.column: result for result in report.results}
+
+
+def _column_header(info: StackInfo, *, show_where: bool) -> str:
+    if show_where and info.where != "host":
+        return f"{info.name}\n[dim]{info.where.removeprefix('image:')}[/dim]"
+    return info.name
+
+
+def disagreement_line(report: TargetReport, stacks: Sequence[StackInfo]) -> str:
+    """Summarise who accepts and who rejects a target, in one line."""
+    names = {info.column: _short_name(info) for info in stacks}
+    accepted = [names.get(r.column, r.stack) for r in report.results if r.ok]
+    rejected = [
+        f"{names.get(r.column, r.stack)} ({r.reason.value})"
+        for r in report.results
+        if not r.ok
+    ]
+    return (
+        f"{_target_name(report)}: {', '.join(rejected)} reject; "
+        f"{', '.join(accepted)} accept"
+    )
+
+
+def _short_name(info: StackInfo) -> str:
+    if info.where == "host":
+        return info.name
+    return f"{info.name}@{info.where.removeprefix('image:')}"
+
+
+def _target_name(report: TargetReport) -> str:
+    if report.label:
+        return f"{report.target.raw} [{report.label}]"
+    return report.target.raw
+
+
+def summary_counts(reports: Sequence[TargetReport]) -> dict[str, int]:
+    """Count targets, disagreements, targets every stack rejected, and input errors."""
+    probed = [r for r in reports if r.error is None]
+    return {
+        "targets": len(reports),
+        "disagreements": sum(1 for r in probed if not r.agree),
+        "all_failed": sum(1 for r in probed if r.all_failed),
+        "all_ok": sum(1 for r in probed if r.all_ok),
+        "invalid": sum(1 for r in reports if r.error is not None),
+    }
+
+
+def render_table(
+    console: Console,
+    reports: Sequence[TargetReport],
+    stacks: Sequence[StackInfo],
+    *,
+    interrupted: bool = False,
+) -> None:
+    """Print the comparison table, the disagreement lines and the summary."""
+    show_where = any(info.where != "host" for info in stacks)
+    table = Table(show_lines=False, header_style="bold")
+    table.add_column("", width=1, no_wrap=True)
+    table.add_column("target", overflow="fold", min_width=16)
+    for info in stacks:
+        table.add_column(
+            _column_header(info, show_where=show_where), no_wrap=True, min_width=8
+        )
+
+    ordered = order_reports(reports)
+    for report in ordered:
+        marker = Text("≠", style="bold yellow") if not report.agree else Text("")
+        name = Text(report.target.raw)
+        if report.label:
+            name.append(f"\n{report.label}", style="dim")
+        if report.error is not None:
+            cells = [Text(f"✗ invalid: {report.error}", style="red")]
+            cells += [Text("")] * (len(stacks) - 1)
+            table.add_row(Text("!", style="bold red"), name, *cells[: len(stacks)])
+            continue
+        by_column = _by_column(report)
+        table.add_row(marker, name, *(_cell(by_column.get(i.column)) for i in stacks))
+    console.print(table)
+
+    for report in ordered:
+        if report.error is None and not report.agree:
+            console.print(
+                Text("≠ ", style="bold yellow") + disagreement_line(report, stacks)
+            )
+            for item in report.explanations:
+                console.print(f"  {item.get('text', '')}", highlight=False)
+    _print_notes(console, ordered)
+    _print_stacks(console, stacks)
+
+    counts = summary_counts(reports)
+    summary = (
+        f"{_plural(counts['targets'], 'target')}, "
+        f"{_plural(counts['disagreements'], 'disagreement')}, "
+        f"{counts['all_failed']} failed in every stack, "
+        f"{counts['all_ok']} verified by every stack"
+    )
+    if counts["invalid"]:
+        summary += f", {counts['invalid']} invalid"
+    if interrupted:
+        summary += " (interrupted: partial results)"
+    console.print(summary, style="bold", highlight=False)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _print_notes(console: Console, reports: Sequence[TargetReport]) -> None:
+    notes = [
+        f"* {report.target.raw} {result.stack}: {result.note}"
+        for report in reports
+        for result in report.results
+        if result.ok and result.note
+    ]
+    for note in notes[:20]:
+        console.print(note, style="yellow", highlight=False)
+    if len(notes) > 20:
+        console.print(
+            f"* … and {len(notes) - 20} more notes (see --json)", style="yellow"
+        )
+
+
+def _print_stacks(console: Console, stacks: Sequence[StackInfo]) -> None:
+    for info in stacks:
+        where = "" if info.where == "host" else f" in {info.where}"
+        console.print(
+            f"[bold]{info.name}[/bold]{where}: {info.version or '?'}; "
+            f"trust: {info.trust or '?'}",
+            style="dim",
+            highlight=False,
+        )
+
+
+def build_json(
+    reports: Sequence[TargetReport],
+    stacks: Sequence[StackInfo],
+    *,
+    settings: dict[str, Any],
+    interrupted: bool = False,
+) -> dict[str, Any]:
+    """Return the JSON document for a run (schema 1)."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "comparer": __version__,
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "settings": settings,
+        "interrupted": interrupted,
+        "stacks": [info.to_json() for info in stacks],
+        "targets": [report.to_json() for report in reports],
+        "summary": summary_counts(reports),
+    }
+
+
+def dump_json(document: dict[str, Any]) -> str:
+    """Serialise a JSON document with stable formatting."""
+    return json.dumps(document, indent=2, ensure_ascii=False)

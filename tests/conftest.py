@@ -1,0 +1,48 @@
+"""Shared fixtures: the lab's endpoints and a TLS environment without overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from comparer.lab import Lab, names
+
+# Variables that change which trust store a stack uses, or how rich prints.
+TLS_ENV_VARIABLES = (
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "COLUMNS",
+)
+
+
+@pytest.fixture
+def clean_tls_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove the TLS, proxy and colour variables for one test."""
+    for name in TLS_ENV_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """Every certificate scenario of the lab, started once per test session."""
+    with Lab() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def hostile_lab() -> Iterator[Lab]:
+    """Only the hostile endpoints, whose RSA-8192 key takes seconds to generate."""
+    hostile = sorted(set(names()) - set(names(hostile=False)))
+    with Lab(names=hostile) as running:
+        yield running

@@ -1,0 +1,264 @@
+"""The command line as a user runs it: exit codes, errors, table and JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comparer.lab import Lab
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """Return the environment without TLS, proxy and colour overrides."""
+    drop = {
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_COLOR",
+        "FORCE_COLOR",
+        "COLUMNS",
+    }
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(extra)
+    return env
+
+
+def comparer(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "comparer", *args],
+        capture_output=True,
+        text=True,
+        env=env or clean_env(),
+        input=stdin,
+        timeout=120,
+    )
+
+
+def check_json(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    done = comparer("check", "--json", *args, env=env)
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_all_verified_exits_zero(lab: Lab) -> None:
+    code, document = check_json(
+        "--ca-file", str(lab.ca_bundle), lab.scenario("good").target
+    )
+    assert code == 0
+    assert document["targets"][0]["agree"] is True
+
+
+def test_failure_exits_one(lab: Lab) -> None:
+    code, _ = check_json(
+        "--ca-file", str(lab.ca_bundle), lab.scenario("expired-leaf").target
+    )
+    assert code == 1
+
+
+def test_disagreement_exits_one(lab: Lab) -> None:
+    code, document = check_json(
+        "--ca-file", str(lab.ca_bundle), lab.scenario("cn-only").target
+    )
+    assert code == 1
+    assert document["targets"][0]["agree"] is False
+
+
+def test_json_contract(lab: Lab) -> None:
+    code, document = check_json(
+        "--ca-file",
+        str(lab.ca_bundle),
+        "--stacks",
+        "requests,stdlib",
+        lab.scenario("good").target,
+        lab.scenario("expired-leaf").target,
+    )
+    assert document["schema"] == 1
+    assert [s["name"] for s in document["stacks"]] == ["requests", "stdlib"]
+    for stack in document["stacks"]:
+        assert {"name", "where", "version", "trust"} <= stack.keys()
+        assert stack["where"] == "host"
+    assert len(document["targets"]) == 2
+    for target in document["targets"]:
+        assert {"target", "host", "port", "agree", "results"} <= target.keys()
+        assert target["host"] == "localhost"
+        for result in target["results"]:
+            assert {
+                "stack",
+                "where",
+                "ok",
+                "reason",
+                "detail",
+                "tls_version",
+                "elapsed_ms",
+                "reproduce",
+                "trust",
+            } <= result.keys()
+            assert isinstance(result["elapsed_ms"], float)
+    expired = document["targets"][1]["results"]
+    assert [r["reason"] for r in expired] == ["expired", "expired"]
+    assert document["summary"]["targets"] == 2
+
+
+def test_json_is_the_only_stdout(lab: Lab) -> None:
+    done = comparer(
+        "check", "--json", "--ca-file", str(lab.ca_bundle), lab.scenario("good").target
+    )
+    json.loads(done.stdout)
+    assert done.stdout.lstrip().startswith("{")
+
+
+def test_table_marks_disagreement_first(lab: Lab) -> None:
+    good = lab.scenario("good").target
+    cn_only = lab.scenario("cn-only").target
+    done = comparer("check", "--ca-file", str(lab.ca_bundle), good, cn_only)
+    lines = done.stdout.splitlines()
+    rows = [line for line in lines if "localhost:" in line and "│" in line]
+    assert cn_only in rows[0]
+    assert "≠" in rows[0]
+    assert any(
+        line.startswith("≠ " + cn_only) and "requests (hostname-mismatch)" in line
+        for line in lines
+    )
+    assert "2 targets, 1 disagreement, 0 failed in every stack" in done.stdout
+
+
+COLOR_CODE = re.compile(r"\x1b\[[0-9;]*?(?:3[0-8]|9[0-7])(?:;[0-9;]*)?m")
+
+
+def test_no_color_removes_colors(lab: Lab) -> None:
+    target = lab.scenario("expired-leaf").target
+    args = ("check", "--ca-file", str(lab.ca_bundle), target)
+    coloured = comparer(*args, env=clean_env(FORCE_COLOR="1"))
+    plain = comparer(*args, env=clean_env(NO_COLOR="1", FORCE_COLOR="1"))
+    assert COLOR_CODE.search(coloured.stdout)
+    assert not COLOR_CODE.search(plain.stdout)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["check"], "no targets given"),
+        (["check", "--", "-proxy"], "'-proxy'"),
+        (["check", "host:99999"], "'host:99999'"),
+        (["check", "--stacks", "nope", "localhost"], "unknown stack 'nope'"),
+        (["check", "--stacks", ",", "localhost"], "invalid --stacks"),
+        (["check", "--ca-file", "/nonexistent.pem", "localhost"], "CA file not found"),
+        (["check", "--timeout", "0", "localhost"], "--timeout"),
+        (["check", "--concurrency", "x", "localhost"], "--concurrency"),
+        (["check", "-f", "/nonexistent.txt"], "targets file not found"),
+    ],
+)
+def test_usage_errors_exit_two(args: list[str], fragment: str) -> None:
+    done = comparer(*args)
+    assert done.returncode == 2
+    assert fragment in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_ca_file_without_certificates(tmp_path: Path) -> None:
+    path = tmp_path / "empty.pem"
+    path.write_text("not a certificate\n")
+    done = comparer("check", "--ca-file", str(path), "localhost")
+    assert done.returncode == 2
+    assert "contains no PEM certificate" in done.stderr
+
+
+def test_bad_file_line_becomes_error_row(lab: Lab, tmp_path: Path) -> None:
+    targets = tmp_path / "targets.txt"
+    targets.write_text(f"# lab\n{lab.scenario('good').target}\nbad:port:x\n-evil\n")
+    code, document = check_json("--ca-file", str(lab.ca_bundle), "-f", str(targets))
+    assert code == 2
+    rows = {t["target"]: t for t in document["targets"]}
+    assert rows["bad:port:x"]["error"]
+    assert rows["-evil"]["error"]
+    assert rows[lab.scenario("good").target]["results"][0]["ok"] is True
+
+
+def test_targets_from_stdin(lab: Lab) -> None:
+    done = comparer(
+        "check",
+        "--json",
+        "--ca-file",
+        str(lab.ca_bundle),
+        "-f",
+        "-",
+        stdin=lab.scenario("good").target + "\n",
+    )
+    assert done.returncode == 0
+    assert len(json.loads(done.stdout)["targets"]) == 1
+
+
+def test_shell_metacharacters_never_run(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    done = comparer(
+        "check", f"$(touch {marker})", f"`touch {marker}`", f";touch {marker}"
+    )
+    assert done.returncode == 2
+    assert not marker.exists()
+
+
+def test_env_changes_requests_trust(lab: Lab) -> None:
+    target = lab.scenario("good").target
+    env = clean_env(REQUESTS_CA_BUNDLE=str(lab.ca_bundle))
+    code, document = check_json("--stacks", "requests,httpx", target, env=env)
+    results = {r["stack"]: r for r in document["targets"][0]["results"]}
+    assert results["requests"]["ok"] is True
+    assert "REQUESTS_CA_BUNDLE" in results["requests"]["trust"]
+    # httpx ignores REQUESTS_CA_BUNDLE and keeps certifi.
+    assert results["httpx"]["reason"] == "unknown-issuer"
+    assert "certifi" in results["httpx"]["trust"]
+    assert code == 1
+
+
+def test_ssl_cert_file_reaches_aiohttp(lab: Lab) -> None:
+    target = lab.scenario("good").target
+    env = clean_env(SSL_CERT_FILE=str(lab.ca_bundle))
+    _, document = check_json(
+        "--stacks", "aiohttp,stdlib,httpx,requests,openssl", target, env=env
+    )
+    results = {r["stack"]: r for r in document["targets"][0]["results"]}
+    for stack in ("aiohttp", "stdlib", "httpx", "openssl"):
+        assert results[stack]["ok"] is True, stack
+    assert results["requests"]["reason"] == "unknown-issuer"
+
+
+def test_help_documents_exit_status() -> None:
+    done = comparer("check", "--help")
+    assert "exit status" in done.stdout
+    assert "2 bad usage" in done.stdout
+
+
+def test_demo_shows_real_disagreement() -> None:
+    done = comparer("demo", "--json", "--timeout", "5")
+    assert done.returncode == 1, done.stderr
+    document = json.loads(done.stdout)
+    rows = {t.get("label"): t for t in document["targets"]}
+    internal = next(
+        t for label, t in rows.items() if label and label.startswith("internal-root")
+    )
+    results = {r["stack"]: r for r in internal["results"]}
+    assert internal["agree"] is False
+    assert results["requests"]["reason"] == "unknown-issuer"
+    assert "certifi" in results["requests"]["trust"]
+    for stack in ("openssl", "stdlib", "httpx", "aiohttp"):
+        assert results[stack]["ok"] is True, stack
+    assert rows["good"]["agree"] is True
+    assert document["summary"]["disagreements"] >= 2
