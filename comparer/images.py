@@ -35,6 +35,8 @@ from comparer.stacks.base import ProbeSettings
 
 log = logging.getLogger(__name__)
 
+# NOTE: docker/probe.py sits outside the package, so only a source checkout (or an
+# editable install) finds it; a wheel would need it as package data.
 PROBE_SOURCE = Path(__file__).resolve().parent.parent / "docker" / "probe.py"
 PROBE_IN_CONTAINER = "/comparer/probe.py"
 CA_IN_CONTAINER = "/comparer/ca.pem"
@@ -268,7 +270,10 @@ async def probe_images(
     sendable = [target for target in targets if is_sendable(target)]
     for target in targets:
         if not is_sendable(target):
-            log.warning("target %s not sent to images: unusual host name", target.raw)
+            # parse_target admits no such host; this guards the entry script's `read`.
+            message = f"target {target.raw}: not probed in images, invalid host name"
+            log.warning("%s", message)
+            run.errors.append(message)
     with private_ca_copy(settings.ca_file) as ca_copy:
         context = _RunContext(
             engine=engine_path,

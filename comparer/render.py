@@ -110,7 +110,7 @@ def render_table(
         marker = Text("≠", style="bold yellow") if not report.agree else Text("")
         name = Text(report.target.raw)
         if report.label:
-            name.append(f"\n{report.label}", style="dim")
+            name = Text(report.label, style="bold") + Text(f" {report.target.raw}")
         if report.error is not None:
             cells = [Text(f"✗ invalid: {report.error}", style="red")]
             cells += [Text("")] * (len(stacks) - 1)

@@ -1046,5 +1046,14 @@ def main(argv=None):
     return 0
 
 
+def run_main():
+    """Run main() and turn a malformed request into one log line and status 2."""
+    try:
+        return main()
+    except (ValueError, KeyError, TypeError) as exc:
+        log("invalid request on stdin: %s", describe_exception(exc))
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main())

@@ -259,6 +259,22 @@ def test_probe_on_host_stack_option(lab: Lab) -> None:
     assert list(results) == [(target["key"], "httpx")]
 
 
+@pytest.mark.parametrize(
+    "request_line", [b"not json\n", b'{"targets": [{"host": "x"}]}\n']
+)
+def test_probe_rejects_malformed_request(request_line: bytes) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(PROBE)],
+        input=request_line,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert completed.stdout == b""
+    assert b"invalid request on stdin" in completed.stderr
+
+
 def test_probe_facts_on_host() -> None:
     facts, _ = run_probe([], ca_file=None)
     assert facts["python"] == sys.version.split()[0]
@@ -692,3 +708,45 @@ def test_container_timeout_removes_container(engine: str) -> None:
         check=True,
     )
     assert running.stdout.strip() == b""
+
+
+@pytest.mark.docker
+def test_image_silent_server_times_out(engine: str, silent_server: int) -> None:
+    target = parse_target(f"127.0.0.1:{silent_server}")
+    run = asyncio.run(
+        images.probe_images(
+            [TRIXIE, NOPYTHON],
+            [target],
+            settings=ProbeSettings(timeout=1),
+            pull="never",
+        )
+    )
+    assert run.errors == []
+    by_column = {result.column: result for result in run.results[target.key]}
+    assert set(by_column) == {
+        column(TRIXIE, "stdlib-py3.13"),
+        column(TRIXIE, "openssl"),
+        column(NOPYTHON, "openssl"),
+    }
+    for name, result in by_column.items():
+        assert result.reason is Reason.TIMEOUT, (name, result.detail)
+
+
+@pytest.mark.docker
+def test_image_mount_host_certs(engine: str, lab: Lab) -> None:
+    host_bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    if not host_bundle.is_file():
+        pytest.skip("the host has no /etc/ssl/certs/ca-certificates.crt")
+    expected = host_bundle.read_text(errors="replace").count("BEGIN CERTIFICATE")
+    run = asyncio.run(
+        images.probe_images(
+            [BOOKWORM],
+            [target_of(lab, "good")],
+            settings=ProbeSettings(timeout=5),
+            pull="never",
+            mount_host_certs=True,
+        )
+    )
+    info = {s.column: s for s in run.stacks}[column(BOOKWORM, "stdlib-py3.11")]
+    assert info.facts["default_bundle"]["certificates"] == expected
+    assert info.trust is not None and f"{expected} roots" in info.trust

@@ -44,7 +44,6 @@ from comparer.reasons import classify_exception
 pytestmark = pytest.mark.usefixtures("clean_tls_env")
 
 OPENSSL = shutil.which("openssl")
-NOW = dt.datetime.now(dt.timezone.utc)
 PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
 )
@@ -453,24 +452,26 @@ def test_extension_defects(lab: Lab) -> None:
 
 
 def test_validity_windows(lab: Lab) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
     expired = chain_of(lab.scenario("expired-leaf"))[0]
-    assert expired.not_valid_after_utc < NOW
+    assert expired.not_valid_after_utc < now
     future = chain_of(lab.scenario("not-yet-valid-leaf"))[0]
-    assert future.not_valid_before_utc > NOW
+    assert future.not_valid_before_utc > now
     expired_intermediate = chain_of(lab.scenario("expired-intermediate"))[1]
-    assert expired_intermediate.not_valid_after_utc < NOW
+    assert expired_intermediate.not_valid_after_utc < now
 
 
 def test_bundle_roots(lab: Lab) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
     roots = {root.subject: root for root in load_bundle(lab.ca_bundle)}
     assert len(roots) == 3
 
     soon = roots[chain_of(lab.scenario("root-expires-soon"))[1].issuer]
-    remaining = soon.not_valid_after_utc - NOW
+    remaining = soon.not_valid_after_utc - now
     assert dt.timedelta(days=19) < remaining <= dt.timedelta(days=20)
 
     expired = roots[chain_of(lab.scenario("expired-root"))[1].issuer]
-    assert expired.not_valid_after_utc < NOW
+    assert expired.not_valid_after_utc < now
 
 
 def test_untrusted_and_internal_roots_stay_out(lab: Lab) -> None:

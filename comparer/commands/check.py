@@ -22,6 +22,7 @@ from comparer.errors import (
     EXIT_USAGE,
     UsageError,
 )
+from comparer.images import ImageRun, probe_images
 from comparer.model import StackInfo, Target, TargetReport
 from comparer.render import build_json, dump_json, render_table
 from comparer.runner import RunState, run_probes
@@ -35,12 +36,27 @@ PROGRESS_MIN_PROBES = 20
 
 @dataclass
 class Outcome:
-    """What a run produced: reports in input order, stack columns, interruption."""
+    """What a run produced: reports in input order, stack columns, interruption.
+
+    `errors` has one line per part of the run that could not happen at all, such as
+    an image that could not be started; the other columns are still shown.
+    """
 
     reports: list[TargetReport]
     stacks: list[StackInfo]
     settings: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """The container images to probe from, and how to run them."""
+
+    images: tuple[str, ...]
+    engine: str | None = None
+    pull: str = "missing"
+    mount_host_certs: bool = False
 
 
 def positive_float(text: str) -> float:
@@ -88,6 +104,32 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         help="print the results as JSON on stdout, nothing else",
+    )
+    images = parser.add_argument_group("container images")
+    images.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="also probe from inside this image with its own OpenSSL, Python and CA "
+        "bundle (repeatable; one container per image per run)",
+    )
+    images.add_argument(
+        "--engine",
+        choices=("docker", "podman"),
+        help="container engine (default: whichever CLI is on PATH, docker first)",
+    )
+    images.add_argument(
+        "--pull",
+        choices=("never", "missing", "always"),
+        default="missing",
+        help="when to pull an image (default: missing)",
+    )
+    images.add_argument(
+        "--mount-host-certs",
+        action="store_true",
+        help="mount the host's /etc/ssl/certs and /usr/share/ca-certificates "
+        "read-only into each image, to test that common workaround",
     )
 
 
@@ -195,8 +237,13 @@ def probe_all(
     settings: ProbeSettings,
     concurrency: int,
     show_progress: bool,
+    images: ImageOptions | None = None,
 ) -> Outcome:
-    """Run every probe and return the outcome, partial if interrupted by Ctrl-C."""
+    """Run every probe and return the outcome, partial if interrupted by Ctrl-C.
+
+    Host probes and image containers run at the same time; image columns follow the
+    host columns.
+    """
     stacks = [get_stack(name) for name in stack_names]
     infos = [stack.info(settings) for stack in stacks]
     state = RunState()
@@ -218,29 +265,56 @@ def probe_all(
         if progress is not None and task is not None:
             progress.update(task, completed=current.done)
 
+    image_run: ImageRun | None = None
+
+    async def run_all() -> None:
+        nonlocal image_run
+        host = run_probes(
+            targets,
+            stacks,
+            settings=settings,
+            concurrency=concurrency,
+            state=state,
+            on_result=advance,
+        )
+        if images is None or not images.images:
+            await host
+            return
+        _, image_run = await asyncio.gather(
+            host,
+            probe_images(
+                list(images.images),
+                list(targets),
+                settings=settings,
+                engine=images.engine,
+                pull=images.pull,
+                mount_host_certs=images.mount_host_certs,
+            ),
+        )
+
     try:
         if progress is not None:
             progress.start()
-        asyncio.run(
-            run_probes(
-                targets,
-                stacks,
-                settings=settings,
-                concurrency=concurrency,
-                state=state,
-                on_result=advance,
-            )
-        )
+        asyncio.run(run_all())
     except KeyboardInterrupt:
         interrupted = True
     finally:
         if progress is not None:
             progress.stop()
+    errors: list[str] = []
+    if image_run is not None:
+        infos += image_run.stacks
+        errors += image_run.errors
+        for key, results in image_run.results.items():
+            if key in state.reports:
+                state.reports[key].results.extend(results)
     column_order = {info.column: index for index, info in enumerate(infos)}
     reports = [state.reports[t.key] for t in targets if t.key in state.reports]
     for report in reports:
         report.results.sort(key=lambda r: column_order.get(r.column, len(column_order)))
-    return Outcome(reports=reports, stacks=infos, interrupted=interrupted)
+    return Outcome(
+        reports=reports, stacks=infos, interrupted=interrupted, errors=errors
+    )
 
 
 def settings_json(
@@ -256,6 +330,8 @@ def settings_json(
 
 def emit(outcome: Outcome, *, as_json: bool) -> int:
     """Print the outcome as a table or JSON and return the exit status."""
+    for error in outcome.errors:
+        print(f"comparer: warning: {error}", file=sys.stderr)
     if as_json:
         document = build_json(
             outcome.reports,
@@ -263,6 +339,7 @@ def emit(outcome: Outcome, *, as_json: bool) -> int:
             settings=outcome.settings,
             interrupted=outcome.interrupted,
         )
+        document["errors"] = outcome.errors
         print(dump_json(document))
     else:
         render_table(
@@ -290,6 +367,18 @@ def stderr_is_terminal() -> bool:
     return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
 
 
+def image_options(args: argparse.Namespace) -> ImageOptions | None:
+    """Return the image options from the command line, or None without --image."""
+    if not args.image:
+        return None
+    return ImageOptions(
+        images=tuple(args.image),
+        engine=args.engine,
+        pull=args.pull,
+        mount_host_certs=args.mount_host_certs,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run `comparer check`."""
     ca_file = load_ca_file(args.ca_file)
@@ -302,6 +391,7 @@ def run(args: argparse.Namespace) -> int:
         settings=settings,
         concurrency=args.concurrency,
         show_progress=stderr_is_terminal() and not args.json,
+        images=image_options(args),
     )
     outcome.reports = invalid + outcome.reports
     outcome.settings = settings_json(settings, stack_names)

@@ -13,6 +13,7 @@ from comparer.commands.check import (
     Outcome,
     add_run_options,
     emit,
+    image_options,
     probe_all,
     settings_json,
     stderr_is_terminal,
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             settings=settings,
             concurrency=args.concurrency,
             show_progress=stderr_is_terminal() and not args.json,
+            images=image_options(args),
         )
         if outcome.interrupted:
             raise KeyboardInterrupt
@@ -137,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
                     f"demo failed to probe with SSL_CERT_FILE set: {exc}"
                 ) from exc
             for scenario, report in zip(by_env, env_reports, strict=True):
-                report.label = f"{scenario.name}, SSL_CERT_FILE=system store + its root"
+                report.label = f"{scenario.name} (SSL_CERT_FILE)"
                 report.extra["environment"] = env
             outcome.reports.extend(env_reports)
 
