@@ -35,9 +35,9 @@ from comparer.stacks.base import ProbeSettings
 
 log = logging.getLogger(__name__)
 
-# NOTE: docker/probe.py sits outside the package, so only a source checkout (or an
-# editable install) finds it; a wheel would need it as package data.
-PROBE_SOURCE = Path(__file__).resolve().parent.parent / "docker" / "probe.py"
+# docker/probe.py is the source; comparer/image_probe.py links to it, so that a wheel
+# carries a copy of the program.
+PROBE_SOURCE = Path(__file__).parent / "image_probe.py"
 PROBE_IN_CONTAINER = "/comparer/probe.py"
 CA_IN_CONTAINER = "/comparer/ca.pem"
 HOST_CERT_DIRS = ("/etc/ssl/certs", "/usr/share/ca-certificates")
@@ -51,12 +51,23 @@ _MAX_INTERPRETERS = 4
 # Seconds for starting a container, beyond the probes themselves.
 _START_ALLOWANCE = 60.0
 
-# The container's command. It saves the request, runs probe.py once per distinct
+# Ends the probe program on stdin; the request follows it.
+REQUEST_DELIMITER = "#@@comparer-request"
+
+# The container's command. Stdin is the probe program, the delimiter line, then the
+# request: nothing but the CA file is mounted. It runs probe.py once per distinct
 # interpreter (only the first one also runs s_client), and without Python runs
 # s_client itself for each `target INDEX KIND HOST CONNECT` line of the request.
 ENTRY_SCRIPT = r"""
 set -u
 request=/tmp/comparer-request
+probe=/tmp/comparer-probe.py
+# Shell built-ins only, so that an image with nothing but sh and cat works. `read`
+# takes one line at a time from the pipe, so cat gets exactly the rest.
+while IFS= read -r line; do
+    [ "$line" = "#@@comparer-request" ] && break
+    printf '%s\n' "$line"
+done > "$probe" || exit 70
 cat > "$request" || exit 70
 seen=" "
 first=1
@@ -68,9 +79,9 @@ for name in python3 python2.7 python2 python; do
     seen="$seen$real "
     echo "@@comparer-python $path"
     if [ "$first" = 1 ]; then
-        "$path" /comparer/probe.py < "$request" || status=$?
+        "$path" "$probe" < "$request" || status=$?
     else
-        "$path" /comparer/probe.py --no-openssl < "$request" || status=$?
+        "$path" "$probe" --no-openssl < "$request" || status=$?
     fi
     first=0
 done
@@ -159,6 +170,15 @@ def load_probe_module() -> ModuleType:
     return module
 
 
+@lru_cache(maxsize=1)
+def probe_program() -> bytes:
+    """Return the probe program and the delimiter line that precede the request."""
+    source = PROBE_SOURCE.read_bytes()
+    if not source.endswith(b"\n"):
+        source += b"\n"
+    return source + REQUEST_DELIMITER.encode() + b"\n"
+
+
 def is_sendable(target: Target) -> bool:
     """Return whether a target's host can be sent to the entry script as one word."""
     host = target.host
@@ -238,8 +258,8 @@ def private_ca_copy(ca_file: Path | None) -> Iterator[str | None]:
 
 
 def build_mounts(ca_copy: str | None, mount_host_certs: bool) -> list[engines.Mount]:
-    """Return the read-only bind mounts: probe.py, the CA copy, host certificates."""
-    mounts: list[engines.Mount] = [(str(PROBE_SOURCE), PROBE_IN_CONTAINER)]
+    """Return the read-only bind mounts: the CA copy and the host certificates."""
+    mounts: list[engines.Mount] = []
     if ca_copy is not None:
         mounts.append((ca_copy, CA_IN_CONTAINER))
     if mount_host_certs:
@@ -314,7 +334,9 @@ async def _probe_one_image(context: _RunContext, image: str) -> ImageRun:
         )
         return outcome
     ca_path = CA_IN_CONTAINER if context.settings.ca_file is not None else None
-    request = build_request(context.targets, context.settings, ca_path)
+    request = probe_program() + build_request(
+        context.targets, context.settings, ca_path
+    )
     timeout = container_timeout(len(context.targets), context.settings)
     log.debug("probing %d targets in image %s", len(context.targets), image)
     try:
@@ -643,7 +665,7 @@ def reproduce_command(
         "ca_file": ca_path,
     }
     run[3:3] = ["-i"]
-    run += ["-v", f"{PROBE_SOURCE}:{PROBE_IN_CONTAINER}:ro"]
+    run += ["-v", f"{PROBE_SOURCE.resolve()}:{PROBE_IN_CONTAINER}:ro"]
     base_stack = stack.split("-py")[0]
     command = [*run, image, interpreter or "python3", PROBE_IN_CONTAINER]
     command += ["--stack", base_stack]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import http.client
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -71,6 +72,7 @@ SSL_REASONS: dict[str, Reason] = {
     "NO_SHARED_CIPHER": Reason.PROTOCOL,
     "NO_CIPHERS_AVAILABLE": Reason.PROTOCOL,
     "TLSV1_ALERT_INSUFFICIENT_SECURITY": Reason.PROTOCOL,
+    "LEGACY_SIGALG_DISALLOWED_OR_UNSUPPORTED": Reason.PROTOCOL,
     "DH_KEY_TOO_SMALL": Reason.WEAK_CRYPTO,
     "EE_KEY_TOO_SMALL": Reason.WEAK_CRYPTO,
     "CA_KEY_TOO_SMALL": Reason.WEAK_CRYPTO,
@@ -146,10 +148,23 @@ def _verify_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     return None
 
 
+# Python leaves `SSLError.reason` empty for codes its table lacks, but the message
+# still starts with the OpenSSL name: "[SSL: LEGACY_SIGALG_DISALLOWED_OR_UNSUPPORTED]".
+_BRACKETED_NAME = re.compile(r"\[SSL: ([A-Z0-9_]+)\]")
+
+
+def _ssl_reason_name(error: ssl.SSLError) -> str | None:
+    name = getattr(error, "reason", None)
+    if name:
+        return str(name)
+    match = _BRACKETED_NAME.search(str(error))
+    return match.group(1) if match else None
+
+
 def _ssl_error_reason(exc: BaseException) -> Reason | None:
     for item in iter_exception_chain(exc):
         if isinstance(item, ssl.SSLError):
-            mapped = reason_for_ssl_error(getattr(item, "reason", None))
+            mapped = reason_for_ssl_error(_ssl_reason_name(item))
             if mapped is not None:
                 return mapped
             if isinstance(item, ssl.SSLEOFError | ssl.SSLZeroReturnError):

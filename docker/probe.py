@@ -95,6 +95,7 @@ SSL_REASONS = {
     "NO_SHARED_CIPHER": "protocol",
     "NO_CIPHERS_AVAILABLE": "protocol",
     "TLSV1_ALERT_INSUFFICIENT_SECURITY": "protocol",
+    "LEGACY_SIGALG_DISALLOWED_OR_UNSUPPORTED": "protocol",
     "DH_KEY_TOO_SMALL": "weak-crypto",
     "EE_KEY_TOO_SMALL": "weak-crypto",
     "CA_KEY_TOO_SMALL": "weak-crypto",

@@ -96,8 +96,8 @@ class Outcome:
 def client_context(cafile: Path | None, *, strict: bool) -> ssl.SSLContext:
     """Build the stdlib default context, with or without the strict checks."""
     context = ssl.create_default_context(cafile=None if cafile is None else str(cafile))
-    # Python 3.13 turns both flags on by default; the lenient client clears them so
-    # the test reads the same on every Python.
+    # Python 3.13 turns both flags on by default. Clearing them first makes each
+    # client read the same on every Python version.
     context.verify_flags &= ~(ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN)
     if strict:
         context.verify_flags |= ssl.VERIFY_X509_STRICT
@@ -332,7 +332,7 @@ def test_tls1_only_speaks_tls11(lab: Lab) -> None:
     context = client_context(lab.ca_bundle, strict=True)
     context.set_ciphers("DEFAULT:@SECLEVEL=0")
     with warnings.catch_warnings():
-        # Python 3.10 deprecated TLS 1.0 and 1.1; this client allows them on purpose.
+        # Python 3.10 deprecated TLS 1.0 and 1.1, but this client allows them.
         warnings.simplefilter("ignore", DeprecationWarning)
         context.minimum_version = ssl.TLSVersion.TLSv1
     outcome = fetch(lab.scenario("tls1-only"), context)

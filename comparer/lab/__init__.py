@@ -61,8 +61,8 @@ class Lab:
         if names is None:
             self._entries = [e for e in CATALOGUE if hostile or not e.hostile]
         else:
-            wanted = {_entry_for_option(name).name for name in names}
-            self._entries = [e for e in CATALOGUE if e.name in wanted]
+            requested = {_entry_for_option(name).name for name in names}
+            self._entries = [e for e in CATALOGUE if e.name in requested]
         self._directory: Path | None = None
         self._server: LabServer | None = None
         self._sites: list[Site] = []
@@ -182,7 +182,7 @@ class Lab:
     @property
     def client_certificate(self) -> Path:
         """The client certificate and key (PEM) that the client-certificate scenario
-        accepts; the file is written only when that scenario runs."""
+        accepts, written only when that scenario runs."""
         return self.directory / "client-identity.pem"
 
     @property

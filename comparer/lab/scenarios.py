@@ -57,8 +57,8 @@ LONG_CHAIN_INTERMEDIATES = 99
 class Scenario:
     """One running lab endpoint and the verdict a client should reach on it.
 
-    `served_chain` is the DER of each certificate the server sends, leaf first; it is
-    empty for endpoints that send no certificate. `lenient` is None when OpenSSL's
+    `served_chain` is the DER of each certificate the server sends, leaf first, and
+    is empty for endpoints that send no certificate. `lenient` is None when OpenSSL's
     default verification agrees with `expect`.
     """
 

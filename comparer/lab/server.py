@@ -57,8 +57,8 @@ class BadRequest(Exception):
 class Site:
     """One scenario's listeners and what they do with each connection.
 
-    `context` is the server-side TLS context. It is None for the hostile endpoints
-    that send no certificate; The trickle endpoint uses it only to build its flight.
+    `context` is the server-side TLS context, None for the hostile endpoints that
+    send no certificate. The trickle endpoint uses it only to build its flight.
     """
 
     name: str
