@@ -22,13 +22,9 @@ exit status:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that exits with 2 and one line, as argparse does."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand registered."""
-    parser = _Parser(
+    parser = argparse.ArgumentParser(
         prog="comparer",
         description="See where TLS certificate verification disagrees between "
         "client stacks, and why.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -45,8 +46,39 @@ def _by_column(report: TargetReport) -> dict[str, ProbeResult]:
 
 def _column_header(info: StackInfo, *, show_where: bool) -> str:
     if show_where and info.where != "host":
-        return f"{info.name}\n[dim]{info.where.removeprefix('image:')}[/dim]"
+        image = info.where.removeprefix("image:")
+        return f"{info.name}\n[dim]{image}\n{_short_version(info.version)}[/dim]"
     return info.name
+
+
+def _short_version(version: str | None) -> str:
+    """Return the library name and number of a version line, e.g. `OpenSSL 3.5.9`."""
+    words = (version or "").split()
+    return " ".join(words[:2]) if words[:1] == ["OpenSSL"] else " ".join(words[:1])
+
+
+def image_facts_line(where: str, facts: dict[str, Any]) -> str:
+    """Summarise one image's facts: OS, OpenSSL, Pythons, certifi and its CA bundle."""
+    parts = []
+    os_release = facts.get("os") or {}
+    if isinstance(os_release, dict) and os_release.get("pretty_name"):
+        parts.append(str(os_release["pretty_name"]))
+    if facts.get("openssl_cli"):
+        parts.append(_short_version(str(facts["openssl_cli"])))
+    modules = facts.get("modules") or {}
+    for module in ("certifi", "requests", "urllib3", "httpx", "aiohttp"):
+        if isinstance(modules, dict) and modules.get(module):
+            parts.append(f"{module} {modules[module]}")
+    bundle = facts.get("default_bundle") or {}
+    if isinstance(bundle, dict) and bundle.get("path"):
+        parts.append(
+            f"CA bundle {bundle['path']} ({bundle.get('certificates', '?')} roots, "
+            f"earliest notAfter {bundle.get('earliest_not_after', '?')})"
+        )
+    package = facts.get("ca_certificates") or {}
+    if isinstance(package, dict) and package.get("version"):
+        parts.append(f"ca-certificates {package['version']}")
+    return f"{where}: " + "; ".join(parts)
 
 
 def disagreement_line(report: TargetReport, stacks: Sequence[StackInfo]) -> str:
@@ -97,6 +129,9 @@ def render_table(
 ) -> None:
     """Print the comparison table, the disagreement lines and the summary."""
     show_where = any(info.where != "host" for info in stacks)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # A file or pipe has no width of its own: make room for every column.
+        console.width = max(console.width, 24 + 22 * len(stacks))
     table = Table(show_lines=False, header_style="bold")
     table.add_column("", width=1, no_wrap=True)
     table.add_column("target", overflow="fold", min_width=16)
@@ -164,7 +199,11 @@ def _print_notes(console: Console, reports: Sequence[TargetReport]) -> None:
 
 
 def _print_stacks(console: Console, stacks: Sequence[StackInfo]) -> None:
+    images_seen: set[str] = set()
     for info in stacks:
+        if info.where != "host" and info.facts and info.where not in images_seen:
+            images_seen.add(info.where)
+            console.print(image_facts_line(info.where, info.facts), highlight=False)
         where = "" if info.where == "host" else f" in {info.where}"
         console.print(
             f"[bold]{info.name}[/bold]{where}: {info.version or '?'}; "

@@ -42,11 +42,11 @@ class RunState:
 def raise_fd_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit and return the soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
+    limit = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < limit:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+            soft = limit
         except (ValueError, OSError):
             log.debug("could not raise RLIMIT_NOFILE from %d", soft)
     return int(soft) if soft != resource.RLIM_INFINITY else 1 << 20

@@ -1,4 +1,4 @@
-"""Where each host stack takes its trust anchors from, read the way the stack reads it.
+"""Trust sources of the host stacks, each found the way that stack finds it.
 
 The rules mirror the installed libraries (checked against requests 2.34, httpx 0.29,
 aiohttp 3.14 and OpenSSL 3.0): the point of comparer is that they differ.

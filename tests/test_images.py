@@ -750,3 +750,47 @@ def test_image_mount_host_certs(engine: str, lab: Lab) -> None:
     info = {s.column: s for s in run.stacks}[column(BOOKWORM, "stdlib-py3.11")]
     assert info.facts["default_bundle"]["certificates"] == expected
     assert info.trust is not None and f"{expected} roots" in info.trust
+
+
+@pytest.mark.docker
+def test_check_shows_image_disagreement(engine: str, lab: Lab) -> None:
+    """trixie's Python 3.13 rejects the leaf without AKI; bookworm's 3.11 accepts it."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "comparer",
+            "check",
+            "--json",
+            "--pull",
+            "never",
+            "--stacks",
+            "stdlib",
+            "--ca-file",
+            str(lab.ca_bundle),
+            "--image",
+            BOOKWORM,
+            "--image",
+            TRIXIE,
+            lab.scenario("no-aki").target,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr
+    document = json.loads(done.stdout)
+    (target,) = document["targets"]
+    assert target["agree"] is False
+    by_column = {(r["where"], r["stack"]): r for r in target["results"]}
+    assert by_column[("host", "stdlib")]["ok"] is True
+    assert by_column[(f"image:{BOOKWORM}", "stdlib-py3.11")]["ok"] is True
+    strict = by_column[(f"image:{TRIXIE}", "stdlib-py3.13")]
+    assert strict["reason"] == "invalid-certificate"
+    assert strict["verify_code"] == 85
+    wheres = {s["where"] for s in document["stacks"]}
+    assert wheres == {"host", f"image:{BOOKWORM}", f"image:{TRIXIE}"}
+    trixie_facts = next(
+        s["facts"] for s in document["stacks"] if s["where"] == f"image:{TRIXIE}"
+    )
+    assert trixie_facts["openssl_cli"].startswith("OpenSSL 3.5")
