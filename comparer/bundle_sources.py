@@ -87,7 +87,21 @@ def read_wheel(data: bytes, path: str) -> ParsedInput:
     """Read certifi's cacert.pem out of a wheel or other zip file."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            member = archive.read(WHEEL_MEMBER)
+            # The size in the directory can lie, so the read itself is bounded too:
+            # a small zip can expand to gigabytes.
+            if archive.getinfo(WHEEL_MEMBER).file_size > MAX_INPUT_BYTES:
+                raise UsageError(
+                    f"{path}!{WHEEL_MEMBER}: larger than "
+                    f"{MAX_INPUT_BYTES // (1024 * 1024)} MiB unpacked; pass a real "
+                    "certifi wheel"
+                )
+            with archive.open(WHEEL_MEMBER) as handle:
+                member = handle.read(MAX_INPUT_BYTES + 1)
+            if len(member) > MAX_INPUT_BYTES:
+                raise UsageError(
+                    f"{path}!{WHEEL_MEMBER}: larger than the size its zip entry "
+                    "states; the file is damaged"
+                )
     except KeyError:
         raise UsageError(
             f"{path}: zip file without {WHEEL_MEMBER}; pass a certifi wheel or a "

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from comparer import __version__
-from comparer.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from comparer.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+
+# Errors from writing to a full or broken output file, as opposed to the probes.
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG}
 
 # Each name is a module in comparer.commands with register() and run().
-COMMANDS = ("check", "lab", "demo", "bundle")
+COMMANDS = ("check", "lab", "demo", "bundle", "chain")
 
 EPILOG = """\
 exit status:
-  0  every stack verified every target
-  1  a verification failed, or stacks disagree
-  2  bad usage or unreadable input
+  0    every stack verified every target
+  1    a verification failed, stacks disagree, or an image could not be probed
+  2    bad usage, unreadable input or unwritable output
+  130  interrupted by Ctrl-C; the results that finished are printed
 """
 
 
@@ -53,12 +59,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if sys.stdout is None:
+        # Python sets sys.stdout to None when file descriptor 1 is closed.
+        print(
+            "comparer: error: standard output is closed; redirect it", file=sys.stderr
+        )
+        return EXIT_USAGE
     try:
         code: int = args.run(args)
+        sys.stdout.flush()
     except UsageError as exc:
         print(f"comparer: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("comparer: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python from
+        # reporting the same error again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS or exc.filename is not None:
+            raise
+        print(
+            f"comparer: error: cannot write the output: {exc.strerror}", file=sys.stderr
+        )
+        return EXIT_USAGE
     return code

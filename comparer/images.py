@@ -31,6 +31,7 @@ from typing import Any
 from comparer import engine as engines
 from comparer.errors import UsageError
 from comparer.model import ProbeResult, Reason, StackInfo, Target
+from comparer.pinning import has_custom_sni
 from comparer.stacks.base import ProbeSettings
 
 log = logging.getLogger(__name__)
@@ -109,11 +110,19 @@ while read -r word index kind host connect; do
     target) ;;
     *) continue ;;
     esac
-    if [ "$kind" = ip ]; then
-        set -- -verify_ip "$host"
-    else
-        set -- -servername "$host" -verify_hostname "$host"
-    fi
+    case $kind in
+    ip) set -- -verify_ip "$host" ;;
+    ip-sni=*) set -- -servername "${kind#ip-sni=}" -verify_ip "$host" ;;
+    name-nosni)
+        # -noservername appeared in 1.1.1; 1.0.x sends SNI only when asked.
+        case $version in
+        "OpenSSL 1.0"*) set -- -verify_hostname "$host" ;;
+        *) set -- -noservername -verify_hostname "$host" ;;
+        esac
+        ;;
+    name-sni=*) set -- -servername "${kind#name-sni=}" -verify_hostname "$host" ;;
+    *) set -- -servername "$host" -verify_hostname "$host" ;;
+    esac
     if [ -f /comparer/ca.pem ]; then
         set -- "$@" -CAfile /comparer/ca.pem -no-CApath
         case $version in
@@ -186,6 +195,7 @@ def is_sendable(target: Target) -> bool:
         not host.startswith("-")
         and _SAFE_HOST.match(host) is not None
         and _SAFE_HOST.match(target.connect_host) is not None
+        and (target.sni is None or _SAFE_HOST.match(target.sni) is not None)
     )
 
 
@@ -201,6 +211,9 @@ def build_request(
                 "port": target.port,
                 "path": target.path,
                 "address": target.address,
+                "address_port": target.address_port,
+                "sni": target.sni,
+                "send_sni": target.send_sni,
             }
             for target in targets
         ],
@@ -209,10 +222,20 @@ def build_request(
     }
     lines = [json.dumps(document), f"timeout {max(1, math.ceil(settings.timeout))}"]
     for index, target in enumerate(targets):
-        kind = "ip" if target.is_ip else "name"
-        connect = f"{_bracket(target.connect_host)}:{target.port}"
+        kind = _fallback_kind(target)
+        connect = f"{_bracket(target.connect_host)}:{target.connect_port}"
         lines.append(f"target {index} {kind} {target.host} {connect}")
     return ("\n".join(lines) + "\n").encode()
+
+
+def _fallback_kind(target: Target) -> str:
+    """Return KIND for the entry script: ip or name, then -nosni or -sni=NAME."""
+    kind = "ip" if target.is_ip else "name"
+    if not has_custom_sni(target):
+        return kind
+    if target.server_name is None:
+        return f"{kind}-nosni"
+    return f"{kind}-sni={target.server_name}"
 
 
 def _bracket(host: str) -> str:

@@ -29,12 +29,20 @@ class Reason(str, enum.Enum):
         return self.value
 
 
+# Reasons that carry no verdict on the certificate: the probe never got that far.
+INCONCLUSIVE = frozenset(
+    {Reason.TIMEOUT, Reason.CONNECT, Reason.UNAVAILABLE, Reason.ERROR}
+)
+
+
 @dataclass(frozen=True)
 class Target:
     """One endpoint to probe.
 
     `host` is the name used for SNI and hostname verification. `address`, when set,
-    is where the connection goes instead of resolving `host`.
+    is where the connection goes instead of resolving `host`, and `address_port` the
+    port there when it differs (`--connect-to`). `sni` replaces the name sent in SNI
+    and `send_sni=False` sends none; verification always checks `host`.
     """
 
     raw: str
@@ -42,11 +50,21 @@ class Target:
     port: int = 443
     path: str = "/"
     address: str | None = None
+    address_port: int | None = None
+    sni: str | None = None
+    send_sni: bool = True
 
     @property
     def key(self) -> str:
         """Return the identity used to drop duplicate targets."""
-        return f"{self.host}:{self.port}{self.path}@{self.address or ''}"
+        key = f"{self.host}:{self.port}{self.path}@{self.address or ''}"
+        if self.address_port is not None:
+            key += f":{self.address_port}"
+        if not self.send_sni:
+            key += "#no-sni"
+        elif self.sni is not None:
+            key += f"#sni={self.sni}"
+        return key
 
     @property
     def is_ip(self) -> bool:
@@ -74,6 +92,21 @@ class Target:
     def connect_host(self) -> str:
         """Return the host or address that the TCP connection goes to."""
         return self.address or self.host
+
+    @property
+    def connect_port(self) -> int:
+        """Return the port that the TCP connection goes to."""
+        return self.address_port or self.port
+
+    @property
+    def server_name(self) -> str | None:
+        """Return the name to send in SNI, or None when no SNI is sent."""
+        if not self.send_sni:
+            return None
+        if self.sni is not None:
+            return self.sni
+        # Clients send SNI for names only, never for IP literals (RFC 6066).
+        return None if self.is_ip else self.host
 
 
 @dataclass(frozen=True)
@@ -196,8 +229,12 @@ class TargetReport:
 
     @property
     def all_ok(self) -> bool:
-        """Return whether every stack verified the target."""
-        return self.error is None and all(r.ok for r in self.results)
+        """Return whether every stack verified the target (False with no results)."""
+        return (
+            self.error is None
+            and bool(self.results)
+            and all(r.ok for r in self.results)
+        )
 
     @property
     def all_failed(self) -> bool:

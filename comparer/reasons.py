@@ -172,11 +172,6 @@ def _ssl_error_reason(exc: BaseException) -> Reason | None:
     return None
 
 
-def has_ssl_error(exc: BaseException) -> bool:
-    """Return whether the chain contains any ssl.SSLError."""
-    return any(isinstance(item, ssl.SSLError) for item in iter_exception_chain(exc))
-
-
 def is_http_error(exc: BaseException) -> bool:
     """Return whether the failure happened in HTTP, after a completed TLS handshake."""
     return any(
@@ -191,6 +186,11 @@ def _generic_reason(exc: BaseException) -> Reason:
             return Reason.TIMEOUT
         if isinstance(item, socket.gaierror):
             return Reason.CONNECT
+        # asyncio's SSL protocol raises a bare ConnectionResetError(), with no errno,
+        # when the peer closes the connection during the handshake (sslproto.py in
+        # Python 3.11); a real reset carries ECONNRESET.
+        if isinstance(item, ConnectionResetError) and not item.args:
+            return Reason.PROTOCOL
         if isinstance(item, ConnectionError):
             return Reason.CONNECT
         if isinstance(item, OSError) and item.errno in _CONNECT_ERRNOS:

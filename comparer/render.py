@@ -8,25 +8,37 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from comparer import __version__
-from comparer.model import ProbeResult, StackInfo, TargetReport
+from comparer.chain_checks import print_chain_notes
+from comparer.model import INCONCLUSIVE, ProbeResult, StackInfo, TargetReport
 
 SCHEMA_VERSION = 1
 
 
 def order_reports(reports: Sequence[TargetReport]) -> list[TargetReport]:
-    """Put input errors first, then disagreements, then the rest in input order."""
+    """Put input errors first, then disagreements, then the rest in input order.
+
+    The rows of one name's addresses stay together, ranked by their most urgent row.
+    """
 
     def rank(report: TargetReport) -> int:
         if report.error is not None:
             return 0
-        return 1 if not report.agree else 2
+        differs = report.extra.get("backend_differs", False)
+        return 1 if not report.agree or differs else 2
 
-    return sorted(reports, key=rank)
+    def group(report: TargetReport) -> str:
+        return str(report.extra.get("address_group") or report.target.key)
+
+    ranks: dict[str, int] = {}
+    for report in reports:
+        ranks[group(report)] = min(ranks.get(group(report), 2), rank(report))
+    return sorted(reports, key=lambda report: ranks[group(report)])
 
 
 def _cell(result: ProbeResult | None) -> Text:
@@ -37,6 +49,8 @@ def _cell(result: ProbeResult | None) -> Text:
         if result.note:
             text.append(" *", style="yellow")
         return text
+    if result.reason in INCONCLUSIVE:
+        return Text(f"? {result.reason.value}", style="yellow")
     return Text(f"✗ {result.reason.value}", style="red")
 
 
@@ -88,12 +102,22 @@ def disagreement_line(report: TargetReport, stacks: Sequence[StackInfo]) -> str:
     rejected = [
         f"{names.get(r.column, r.stack)} ({r.reason.value})"
         for r in report.results
-        if not r.ok
+        if not r.ok and r.reason not in INCONCLUSIVE
     ]
-    return (
-        f"{_target_name(report)}: {', '.join(rejected)} reject; "
-        f"{', '.join(accepted)} accept"
-    )
+    # A timeout or a failed connection says nothing about the certificate.
+    no_verdict = [
+        f"{names.get(r.column, r.stack)} ({r.reason.value})"
+        for r in report.results
+        if not r.ok and r.reason in INCONCLUSIVE
+    ]
+    parts = []
+    if rejected:
+        parts.append(f"{', '.join(rejected)} reject")
+    if no_verdict:
+        parts.append(f"{', '.join(no_verdict)} reached no verdict")
+    if accepted:
+        parts.append(f"{', '.join(accepted)} accept")
+    return f"{_target_name(report)}: " + "; ".join(parts)
 
 
 def _short_name(info: StackInfo) -> str:
@@ -132,12 +156,26 @@ def render_table(
     if not console.is_terminal and "COLUMNS" not in os.environ:
         # A file or pipe has no width of its own: make room for every column.
         console.width = max(console.width, 24 + 22 * len(stacks))
-    table = Table(show_lines=False, header_style="bold")
+    # Below about 20 columns per stack the borders go, so that a narrow terminal
+    # (80 columns, five stacks) still shows every column, with verdicts wrapped.
+    narrow = console.width < 30 + 20 * len(stacks)
+    table = Table(
+        show_lines=False,
+        header_style="bold",
+        box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
+        pad_edge=not narrow,
+    )
     table.add_column("", width=1, no_wrap=True)
-    table.add_column("target", overflow="fold", min_width=16)
+    table.add_column("target", overflow="fold", min_width=17, max_width=36)
+    # rich would cut the last columns rather than shrink these, so narrow tables
+    # get explicit widths.
+    stack_width = max(6, (console.width - 24) // max(1, len(stacks)) - 2)
     for info in stacks:
         table.add_column(
-            _column_header(info, show_where=show_where), no_wrap=True, min_width=8
+            _column_header(info, show_where=show_where),
+            overflow="fold",
+            min_width=6,
+            width=stack_width if narrow else None,
         )
 
     ordered = order_reports(reports)
@@ -161,8 +199,12 @@ def render_table(
                 Text("≠ ", style="bold yellow") + disagreement_line(report, stacks)
             )
             for item in report.explanations:
-                console.print(f"  {item.get('text', '')}", highlight=False)
+                console.print(
+                    f"  {item.get('text', '')}", highlight=False, markup=False
+                )
+    print_chain_notes(console, ordered)
     _print_notes(console, ordered)
+    _print_environment_rows(console, ordered)
     _print_stacks(console, stacks)
 
     counts = summary_counts(reports)
@@ -183,6 +225,30 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def _print_environment_rows(console: Console, reports: Sequence[TargetReport]) -> None:
+    """Name the environment and trust of rows probed apart from the stack list below."""
+    for report in reports:
+        environment = report.extra.get("environment")
+        if not environment:
+            continue
+        settings = ", ".join(
+            f"{name}={value}" if value else f"{name} unset"
+            for name, value in environment.items()
+        )
+        trust: dict[str, list[str]] = {}
+        for result in report.results:
+            trust.setdefault(result.trust or "?", []).append(result.stack)
+        used = "; ".join(
+            f"{', '.join(names)}: {source}" for source, names in trust.items()
+        )
+        console.print(
+            f"{_target_name(report)} was probed with {settings}. Trust used: {used}",
+            style="dim",
+            highlight=False,
+            markup=False,
+        )
+
+
 def _print_notes(console: Console, reports: Sequence[TargetReport]) -> None:
     notes = [
         f"* {report.target.raw} {result.stack}: {result.note}"
@@ -191,7 +257,7 @@ def _print_notes(console: Console, reports: Sequence[TargetReport]) -> None:
         if result.ok and result.note
     ]
     for note in notes[:20]:
-        console.print(note, style="yellow", highlight=False)
+        console.print(note, style="yellow", highlight=False, markup=False)
     if len(notes) > 20:
         console.print(
             f"* … and {len(notes) - 20} more notes (see --json)", style="yellow"
@@ -203,11 +269,13 @@ def _print_stacks(console: Console, stacks: Sequence[StackInfo]) -> None:
     for info in stacks:
         if info.where != "host" and info.facts and info.where not in images_seen:
             images_seen.add(info.where)
-            console.print(image_facts_line(info.where, info.facts), highlight=False)
+            console.print(
+                image_facts_line(info.where, info.facts), highlight=False, markup=False
+            )
         where = "" if info.where == "host" else f" in {info.where}"
         console.print(
-            f"[bold]{info.name}[/bold]{where}: {info.version or '?'}; "
-            f"trust: {info.trust or '?'}",
+            Text(info.name, style="bold")
+            + f"{where}: {info.version or '?'}; trust: {info.trust or '?'}",
             style="dim",
             highlight=False,
         )

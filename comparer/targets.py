@@ -45,6 +45,13 @@ def _check_hostname(host: str, raw: str) -> str:
                 "(letters, digits and inner hyphens, 1-63 characters)"
             )
         ascii_labels.append(ascii_label)
+    if all(label.isdigit() for label in ascii_labels):
+        # "127.1" or "999.1.1.1": not a canonical IPv4 address, and no DNS name
+        # is all digits; clients disagree on such strings, so they are rejected.
+        raise TargetError(
+            f"invalid target {raw!r}: not a valid IPv4 address (use four numbers "
+            "from 0 to 255, such as 127.0.0.1)"
+        )
     ascii_host = ".".join(ascii_labels)
     if len(ascii_host) > 253:
         raise TargetError(
@@ -54,7 +61,8 @@ def _check_hostname(host: str, raw: str) -> str:
 
 
 def _parse_port(text: str, raw: str) -> int:
-    if not text.isdigit():
+    # str.isdigit() accepts other scripts' digits and superscripts such as '²'.
+    if not (text.isascii() and text.isdigit()):
         raise TargetError(f"invalid port in target {raw!r}: {text!r} is not a number")
     port = int(text)
     if not 1 <= port <= 65535:
@@ -83,7 +91,9 @@ def parse_target(raw: str) -> Target:
     """Parse one target string, raising TargetError with a one-line message."""
     text = raw.strip()
     if not text:
-        raise TargetError("invalid target '': empty; give a host, host:port or URL")
+        raise TargetError(
+            f"invalid target {raw!r}: empty; give a host, host:port or URL"
+        )
     if text.startswith("-"):
         raise TargetError(
             f"invalid target {raw!r}: starts with '-'; a host name cannot start with it"
@@ -95,7 +105,12 @@ def parse_target(raw: str) -> Target:
 
     path = "/"
     if "://" in text:
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+        except ValueError as exc:  # "Invalid IPv6 URL" for an unclosed '['
+            raise TargetError(
+                f"invalid target {raw!r}: {exc}; give https://host[:port][/path]"
+            ) from None
         if parts.scheme.lower() != "https":
             raise TargetError(
                 f"invalid target {raw!r}: scheme {parts.scheme!r} is not https"

@@ -6,7 +6,9 @@ all of them parse. The contract is the same as a test harness:
 
 * stdin: one line of JSON, `{"targets": [{"host", "port", "path", "address", "key"}],
   "timeout": seconds, "ca_file": path or null}`; any later lines are ignored (the
-  container entry script reads them when no Python exists).
+  container entry script reads them when no Python exists). A target may also carry
+  "address_port" (the port at the address), "sni" (the name to send instead of the
+  host) and "send_sni" (false to send none). Verification always checks "host".
 * stdout: one JSON object per line, first `{"facts": {...}}`, then one result per
   target and stack: `{"key", "stack", "ok", "reason", "verify_code", "detail",
   "tls_version", "elapsed_ms"}`.
@@ -293,12 +295,17 @@ _real_getaddrinfo = socket.getaddrinfo
 
 
 def _pinned_getaddrinfo(host, port, *args, **kwargs):
-    # The HTTP clients resolve the host name themselves, so the lookup is redirected.
+    # The HTTP clients resolve the host name themselves, so the lookup is redirected
+    # to the pinned address and, for --connect-to, the pinned port.
     try:
-        address = _PINNED.get((to_text(host), int(port or 0)))
+        address, address_port = _PINNED.get((to_text(host), int(port or 0)))
     except (TypeError, ValueError):
-        address = None
-    return _real_getaddrinfo(address or host, port, *args, **kwargs)
+        address, address_port = None, None
+    return _real_getaddrinfo(address or host, address_port or port, *args, **kwargs)
+
+
+def _pin(target):
+    return (target.get("address"), target.get("address_port"))
 
 
 def pin_rounds(targets):
@@ -307,13 +314,43 @@ def pin_rounds(targets):
     for target in targets:
         name = (target["host"], int(target["port"]))
         for pins, members in rounds:
-            if pins.get(name, target["address"]) == target["address"]:
-                pins[name] = target["address"]
+            if pins.get(name, _pin(target)) == _pin(target):
+                pins[name] = _pin(target)
                 members.append(target)
                 break
         else:
-            rounds.append(({name: target["address"]}, [target]))
+            rounds.append(({name: _pin(target)}, [target]))
     return rounds
+
+
+def connect_address(target):
+    """Return (host, port) that the TCP connection goes to."""
+    port = target.get("address_port") or target["port"]
+    return target.get("address") or target["host"], int(port)
+
+
+def server_name(target):
+    """Return the SNI to send, or None for none (an IP host, or send_sni false)."""
+    if not target.get("send_sni", True):
+        return None
+    if target.get("sni"):
+        return target["sni"]
+    return None if is_ip(target["host"]) else target["host"]
+
+
+def sni_unavailable(target, stack):
+    """Return a result for a Python stack asked for another SNI, or None."""
+    default = None if is_ip(target["host"]) else target["host"]
+    if server_name(target) == default:
+        return None
+    # Python's ssl sends server_hostname as SNI and verifies that same name.
+    return result(
+        target,
+        stack,
+        "unavailable",
+        "--sni and --no-sni run only in openssl inside images; %s sends its "
+        "server_hostname as SNI and verifies that same name" % stack,
+    )
 
 
 # --- TLS version of the HTTP clients -------------------------------------------------
@@ -388,14 +425,14 @@ def _connected(tls):
 
 def probe_stdlib(target, settings):
     """Handshake with `ssl.create_default_context()` and return the result."""
+    unavailable = sni_unavailable(target, STDLIB_STACK)
+    if unavailable is not None:
+        return unavailable
     started = time.time()
-    connect_host = target["address"] or target["host"]
     sock = None
     try:
         context = ssl.create_default_context(cafile=settings["ca_file"])
-        sock = socket.create_connection(
-            (connect_host, int(target["port"])), settings["timeout"]
-        )
+        sock = socket.create_connection(connect_address(target), settings["timeout"])
         tls = context.wrap_socket(sock, server_hostname=target["host"])
         sock = tls
         version = tls.version() if hasattr(tls, "version") else None
@@ -420,6 +457,9 @@ def probe_requests(target, settings):
     """GET the target with requests and return the result."""
     import requests
 
+    unavailable = sni_unavailable(target, "requests")
+    if unavailable is not None:
+        return unavailable
     started = time.time()
     reset_handshakes()
     try:
@@ -441,6 +481,9 @@ def probe_httpx(target, settings):
     """GET the target with httpx and return the result."""
     import httpx
 
+    unavailable = sni_unavailable(target, "httpx")
+    if unavailable is not None:
+        return unavailable
     started = time.time()
     reset_handshakes()
     try:
@@ -476,6 +519,9 @@ def aiohttp_get(url, ssl_option, timeout):
 
 def probe_aiohttp(target, settings):
     """GET the target with aiohttp on a private event loop and return the result."""
+    unavailable = sni_unavailable(target, "aiohttp")
+    if unavailable is not None:
+        return unavailable
     namespace = {}
     exec(compile(AIOHTTP_SOURCE, "probe_aiohttp", "exec"), namespace)  # noqa: S102
     started = time.time()
@@ -513,12 +559,18 @@ def openssl_version(binary):
 def s_client_argv(binary, version, target, ca_file):
     """Return the `openssl s_client` argument list for one target."""
     host = target["host"]
-    connect = netloc(target["address"] or host, int(target["port"]))
+    connect = netloc(*connect_address(target))
     argv = [binary, "s_client", "-connect", connect, "-verify_return_error"]
+    sni = server_name(target)
+    if sni is not None:
+        argv += ["-servername", sni]
+    elif not (version or "").startswith("OpenSSL 1.0"):
+        # -noservername appeared in 1.1.1; 1.0.x sends SNI only when asked.
+        argv += ["-noservername"]
     if is_ip(host):
         argv += ["-verify_ip", host]
     else:
-        argv += ["-servername", host, "-verify_hostname", host]
+        argv += ["-verify_hostname", host]
     if ca_file:
         argv += ["-CAfile", ca_file, "-no-CApath"]
         # -no-CAstore appeared with OpenSSL 3.0's store API; 1.1.1 rejects it.
@@ -977,6 +1029,13 @@ def read_request(stream):
                 raise ValueError("target %r has no %r" % (target, name))
         target.setdefault("path", "/")
         target.setdefault("address", None)
+        target.setdefault("address_port", None)
+        target.setdefault("sni", None)
+        target.setdefault("send_sni", True)
+        for name in ("host", "address", "sni"):
+            # Each becomes an argument of s_client, never an option of it.
+            if (target[name] or "").startswith("-"):
+                raise ValueError("target %s %r starts with '-'" % (name, target[name]))
     ca_file = request.get("ca_file")
     if ca_file and not os.path.isfile(ca_file):
         raise ValueError("ca_file %r not found in the container" % ca_file)

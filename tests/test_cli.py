@@ -262,3 +262,157 @@ def test_demo_shows_real_disagreement() -> None:
         assert results[stack]["ok"] is True, stack
     assert rows["good"]["agree"] is True
     assert document["summary"]["disagreements"] >= 2
+
+
+# --- bad input: one line on stderr naming the value, exit 2 -----------------------
+
+
+def last_error_line(stderr: str) -> str:
+    """Return the error line that argparse or comparer printed last."""
+    return stderr.rstrip("\n").splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "value"),
+    [
+        (["check", ""], "''"),
+        (["check", "  "], "'  '"),
+        (["check", "localhost:²"], "'²'"),
+        (["check", "localhost:70000"], "70000"),
+        (["check", "https://[::1"], "'https://[::1'"),
+        (["check", "a" * 64 + ".test"], "a" * 64),
+        (["check", "bad_label-.test"], "'bad_label-'"),
+        (["check", "--", "-proxy"], "'-proxy'"),
+        (["check", "-proxy"], "-proxy"),
+        (["check", "--", "--ca-file=/etc/passwd"], "'--ca-file=/etc/passwd'"),
+        (["check", "$(id)"], "'$(id)'"),
+        (["check", "--ca-file=-CAfile", "localhost"], "./-CAfile"),
+        (["check", "--timeout", "nan", "localhost"], "'nan'"),
+        (["check", "--timeout", "-1", "localhost"], "'-1'"),
+        (["check", "--concurrency", "0", "localhost"], "'0'"),
+        (["check", "--stacks", "openssl,curl", "localhost"], "'curl'"),
+        (["check", "--sni", "a.test", "--no-sni", "localhost"], "--no-sni"),
+    ],
+)
+def test_bad_argument_named_on_one_line(args: list[str], value: str) -> None:
+    done = comparer(*args)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    line = last_error_line(done.stderr)
+    assert line.startswith("comparer")
+    assert "error: " in line
+    assert value in line
+
+
+def test_ca_file_is_directory(tmp_path: Path) -> None:
+    done = comparer("check", "--ca-file", str(tmp_path), "localhost")
+    assert done.returncode == 2
+    assert repr(str(tmp_path)) in last_error_line(done.stderr)
+
+
+def test_ca_file_binary(tmp_path: Path) -> None:
+    path = tmp_path / "random.bin"
+    path.write_bytes(bytes(range(256)) * 4)
+    done = comparer("check", "--ca-file", str(path), "localhost")
+    assert done.returncode == 2
+    assert "contains no PEM certificate" in last_error_line(done.stderr)
+
+
+def test_ca_file_broken_pem(tmp_path: Path) -> None:
+    path = tmp_path / "broken.pem"
+    path.write_text(
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n"
+        "-----END CERTIFICATE-----\n"
+    )
+    done = comparer("check", "--ca-file", str(path), "localhost")
+    assert done.returncode == 2
+    line = last_error_line(done.stderr)
+    assert line.startswith("comparer: error: CA file ")
+    assert repr(str(path)) in line
+    assert "Traceback" not in done.stderr
+
+
+def test_ca_file_named_like_option(lab: Lab, tmp_path: Path) -> None:
+    # A file called -CAfile is usable as ./-CAfile, and reaches s_client as an
+    # absolute path, never as an option.
+    (tmp_path / "-CAfile").write_bytes(lab.ca_bundle.read_bytes())
+    done = subprocess.run(
+        [sys.executable, "-m", "comparer", "check", "--json"]
+        + ["--ca-file", "./-CAfile", lab.scenario("good").target],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["settings"]["ca_file"] == str(tmp_path / "-CAfile")
+    openssl = next(
+        r for r in document["targets"][0]["results"] if r["stack"] == "openssl"
+    )
+    assert f"-CAfile {tmp_path}/-CAfile" in openssl["reproduce"]
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"\x00\x01localhost\n", "binary"),
+        ("héllo\n".encode("latin-1"), "not UTF-8"),
+    ],
+)
+def test_bad_targets_file_exits_two(
+    tmp_path: Path, content: bytes, fragment: str
+) -> None:
+    path = tmp_path / "targets.txt"
+    path.write_bytes(content)
+    done = comparer("check", "-f", str(path))
+    assert done.returncode == 2
+    line = last_error_line(done.stderr)
+    assert fragment in line
+    assert repr(str(path)) in line
+    assert done.stdout == ""
+
+
+def test_unreadable_targets_file_exits_two() -> None:
+    # /proc/self/mem fails with EIO on read, which root cannot override.
+    done = comparer("check", "-f", "/proc/self/mem")
+    assert done.returncode == 2
+    assert "cannot read targets file '/proc/self/mem'" in last_error_line(done.stderr)
+
+
+def test_hostile_file_lines_become_error_rows(lab: Lab, tmp_path: Path) -> None:
+    good = lab.scenario("good").target
+    bad = [
+        "localhost:²",
+        "https://[::1",
+        "$(touch pwned)",
+        "-CAfile",
+        "a" * 64 + ".test",
+        "http://localhost",
+        "example。test",
+    ]
+    targets = tmp_path / "targets.txt"
+    targets.write_text("\n".join([bad[0], good, *bad[1:], good]) + "\n")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "comparer", "check", "--json"]
+        + ["--ca-file", str(lab.ca_bundle), "-f", str(targets)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+    rows = {t["target"]: t for t in json.loads(done.stdout)["targets"]}
+    assert set(rows) == {good, *bad}
+    for raw in bad:
+        assert rows[raw]["error"].startswith("invalid"), raw
+        assert rows[raw]["results"] == [], raw
+    assert all(r["ok"] for r in rows[good]["results"])
+    assert len(rows[good]["results"]) == 5
+    assert not (tmp_path / "pwned").exists()

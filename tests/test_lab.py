@@ -77,6 +77,10 @@ STDLIB_VERIFY_CODES: dict[str, tuple[int | None, int | None]] = {
     "client-auth-eku": (26, 26),
     "unknown-critical-extension": (34, 34),
     "name-constraints": (47, 47),
+    "root-included": (0, 0),
+    "extra-certificates": (0, 0),
+    "expired-cross-root": (0, 0),
+    "missing-intermediate-aia": (20, 20),
 }
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from comparer.errors import UsageError
@@ -141,6 +142,8 @@ _label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
     form=st.sampled_from(["{h}:{p}", "https://{h}:{p}/", "https://{h}:{p}"]),
 )
 def test_valid_names_round_trip(labels: list[str], port: int, form: str) -> None:
+    # An all-digit name such as "127.1" is rejected as a malformed IPv4 address.
+    assume(not all(label.isdigit() for label in labels))
     host = ".".join(labels)
     target = parse_target(form.format(h=host, p=port))
     assert target.host == host
@@ -158,3 +161,104 @@ def test_any_text_parses_or_fails_cleanly(text: str) -> None:
     assert not target.host.startswith("-")
     assert 1 <= target.port <= 65535
     assert all(ch.isprintable() and not ch.isspace() for ch in target.host)
+
+
+# --- bad input beyond the basic forms ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ("localhost:²", "'²' is not a number"),
+        ("localhost:١٢٣", "is not a number"),
+        ("localhost:-1", "'-1' is not a number"),
+        ("localhost:+443", "'+443' is not a number"),
+        ("https://[::1", "Invalid IPv6 URL"),
+        ("https://[::1/", "Invalid IPv6 URL"),
+        ("example。test", "bad host name label"),
+        ("h@evil.test", "bad host name label"),
+        ("h:443@evil:1", "not an IP address"),
+        ("xn--", "bad host name label"),
+        ("é" * 60 + ".test", "bad host name label"),
+        (".".join(["a" * 63] * 4) + ".test", "longer than 253"),
+        ("https://h/pa\tth", "whitespace"),
+        ("https://h/a\x00b", "control"),
+        ("h\x1b[31m", "control"),
+    ],
+)
+def test_parse_rejects_hostile(raw: str, fragment: str) -> None:
+    with pytest.raises(TargetError) as info:
+        parse_target(raw)
+    message = str(info.value)
+    assert fragment in message
+    assert repr(raw.strip()) in message or repr(raw) in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("raw", "host"),
+    [
+        ("a" * 63 + ".test", "a" * 63 + ".test"),
+        ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("☃.example", "xn--n3h.example"),
+        # IDNA 2003 maps fullwidth letters to ASCII (NFKC), as the stdlib does.
+        ("ｌｏｃａｌｈｏｓｔ", "localhost"),
+        ("localhost.", "localhost."),
+        ("LOCALHOST.", "localhost."),
+    ],
+)
+def test_parse_accepts_unicode_and_dots(raw: str, host: str) -> None:
+    assert parse_target(raw).host == host
+
+
+def test_shell_metacharacters_stay_in_path() -> None:
+    # A path is data for the HTTP request, so anything printable is allowed there.
+    target = parse_target("https://example.test/$(id);`id`|&<>'\"")
+    assert target.host == "example.test"
+    assert target.path == "/$(id);`id`|&<>'\""
+
+
+def test_targets_file_io_error() -> None:
+    # Reading /proc/self/mem at offset 0 fails with EIO, even for root.
+    with pytest.raises(UsageError, match="cannot read targets file") as info:
+        read_targets_file("/proc/self/mem")
+    assert "'/proc/self/mem'" in str(info.value)
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="root reads a file whatever its mode bits say"
+)
+def test_targets_file_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "secret.txt"
+    path.write_text("localhost\n")
+    path.chmod(0)
+    with pytest.raises(UsageError, match="Permission denied"):
+        read_targets_file(str(path))
+
+
+def test_targets_file_inside_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "file.txt"
+    path.write_text("localhost\n")
+    with pytest.raises(UsageError, match="Not a directory"):
+        read_targets_file(str(path / "child.txt"))
+
+
+def test_targets_file_too_large(tmp_path: Path) -> None:
+    path = tmp_path / "large.txt"
+    line = b"localhost\n"
+    path.write_bytes(line * (16 * 1024 * 1024 // len(line) + 1))
+    with pytest.raises(UsageError, match="larger than 16 MiB"):
+        read_targets_file(str(path))
+
+
+def test_targets_file_at_limit(tmp_path: Path) -> None:
+    path = tmp_path / "limit.txt"
+    line = b"localhost\n"
+    path.write_bytes(line * (16 * 1024 * 1024 // len(line)))
+    assert read_targets_file(str(path))[0] == "localhost"
+
+
+@pytest.mark.parametrize("raw", ["127.1", "999.1.1.1", "1.2.3", "0:1"])
+def test_malformed_ipv4_rejected(raw: str) -> None:
+    with pytest.raises(TargetError, match="not a valid IPv4 address"):
+        parse_target(raw)

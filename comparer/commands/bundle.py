@@ -32,6 +32,7 @@ from comparer.bundle_sources import (
     load_spec,
     load_stack,
 )
+from comparer.console import make_console
 from comparer.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 DEFAULT_TRUST = "stdlib"
@@ -206,7 +207,7 @@ def _parse_time(text: str) -> dt.datetime:
 def run(args: argparse.Namespace) -> int:
     """Run the audit or the comparison and return the exit status."""
     now: dt.datetime = args.at or dt.datetime.now(dt.timezone.utc)
-    console = Console(highlight=False)
+    console = make_console()
     if args.diff is not None:
         if args.files or args.stack or args.image:
             raise UsageError(

@@ -15,6 +15,13 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from comparer.addresses import finish_run, plan_run
+from comparer.analysis import (
+    add_analysis_options,
+    analyse,
+    options_from_args,
+    warning_exit_status,
+)
 from comparer.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -24,6 +31,7 @@ from comparer.errors import (
 )
 from comparer.images import ImageRun, probe_images
 from comparer.model import StackInfo, Target, TargetReport
+from comparer.pinning import add_address_options, options_from_namespace
 from comparer.render import build_json, dump_json, render_table
 from comparer.runner import RunState, run_probes
 from comparer.stacks import DEFAULT_STACKS, get_stack, parse_stack_list
@@ -143,8 +151,11 @@ def register(subparsers: Any) -> None:
         "host:port, https://host[:port][/path], [ipv6]:port or an IP address; the "
         "default port is 443.",
         epilog="exit status: 0 every stack verified every target; 1 a verification "
-        "failed or stacks disagree; 2 bad usage or unreadable input (invalid lines "
-        "in a targets file become error rows, the other targets are still probed).",
+        "failed, stacks disagree or an image could not be probed; 2 bad usage or "
+        "unreadable input (invalid lines in a targets file become error rows, the "
+        "other targets are still probed); 130 interrupted by Ctrl-C (the results "
+        "that finished are printed). "
+        "Expiry warnings change the exit status only with --fail-on-warnings.",
     )
     parser.add_argument(
         "targets", nargs="*", metavar="TARGET", help="endpoints to probe"
@@ -161,6 +172,8 @@ def register(subparsers: Any) -> None:
         help="make every stack trust exactly the certificates in this PEM bundle",
     )
     add_run_options(parser)
+    add_address_options(parser)
+    add_analysis_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -171,8 +184,20 @@ def load_ca_file(name: str | None) -> Path | None:
     if name.startswith("-"):
         raise UsageError(f"invalid --ca-file {name!r}: give a path (use ./{name})")
     path = Path(name).resolve()
-    if not path.is_file():
+    if path.is_dir():
+        raise UsageError(
+            f"CA file {name!r} is a directory; give a PEM bundle (for a hashed "
+            "directory, set SSL_CERT_DIR instead)"
+        )
+    if not path.exists():
         raise UsageError(f"CA file not found: {name!r}; give a PEM bundle")
+    if not path.is_file():
+        # Every stack opens the file again, so a pipe such as <(cat ca.pem) would
+        # reach only the first one.
+        raise UsageError(
+            f"CA file {name!r} is not a regular file (a pipe or device); save the "
+            "bundle to a file and pass that"
+        )
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -183,7 +208,8 @@ def load_ca_file(name: str | None) -> Path | None:
         ssl.create_default_context(cafile=str(path))
     except ssl.SSLError as exc:
         raise UsageError(
-            f"CA file {name!r} cannot be loaded: {exc.reason or exc}"
+            f"CA file {name!r} contains a damaged certificate ({exc.reason or exc}); "
+            f"run 'comparer bundle {name}' to find it"
         ) from None
     return path
 
@@ -357,6 +383,9 @@ def exit_status(outcome: Outcome) -> int:
         return EXIT_INTERRUPTED
     if any(report.error is not None for report in outcome.reports):
         return EXIT_USAGE
+    # An image or address that could not be probed leaves the run incomplete.
+    if outcome.errors:
+        return EXIT_FAILED
     if all(report.all_ok for report in outcome.reports):
         return EXIT_OK
     return EXIT_FAILED
@@ -382,17 +411,34 @@ def image_options(args: argparse.Namespace) -> ImageOptions | None:
 def run(args: argparse.Namespace) -> int:
     """Run `comparer check`."""
     ca_file = load_ca_file(args.ca_file)
-    stack_names = parse_stack_list(args.stacks) if args.stacks else list(DEFAULT_STACKS)
+    stack_names = (
+        parse_stack_list(args.stacks)
+        if args.stacks is not None
+        else list(DEFAULT_STACKS)
+    )
     targets, invalid = collect_targets(args)
     settings = ProbeSettings(ca_file=ca_file, timeout=args.timeout)
+    # Each name becomes one target per address (comparer/addresses.py).
+    plan = plan_run(targets, options_from_namespace(args), timeout=args.timeout)
     outcome = probe_all(
-        targets,
+        plan.targets,
         stack_names=stack_names,
         settings=settings,
         concurrency=args.concurrency,
         show_progress=stderr_is_terminal() and not args.json,
         images=image_options(args),
     )
-    outcome.reports = invalid + outcome.reports
     outcome.settings = settings_json(settings, stack_names)
-    return emit(outcome, as_json=args.json)
+    outcome.settings["addresses"] = plan.options.to_json()
+    # Served chains, expiry warnings, findings, explanations and --at.
+    analysis = options_from_args(args)
+    analyse(outcome, settings=settings, concurrency=args.concurrency, options=analysis)
+    # After the analysis, which sets each report's findings: the address comparison
+    # adds its own and lets addresses that agree share a row.
+    if not outcome.interrupted:
+        outcome.reports, outcome.interrupted = finish_run(
+            plan, outcome.reports, timeout=args.timeout
+        )
+    outcome.reports = invalid + outcome.reports
+    status = emit(outcome, as_json=args.json)
+    return warning_exit_status(status, outcome.reports, analysis)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
+from comparer.analysis import AnalysisOptions, analyse
 from comparer.commands.check import (
     Outcome,
     add_run_options,
@@ -56,7 +57,8 @@ def _probe_in_environment(
     """
     env = {k: v for k, v in os.environ.items() if k not in env_overrides}
     env.update({k: v for k, v in env_overrides.items() if v})
-    argv = [sys.executable, "-m", "comparer", "check", "--json"]
+    # The lab serves each scenario on 127.0.0.1 and ::1 alike: one row per name.
+    argv = [sys.executable, "-m", "comparer", "check", "--json", "--no-each-address"]
     argv += ["--stacks", ",".join(stack_names), "--timeout", str(timeout), "--"]
     argv += targets
     completed = subprocess.run(
@@ -91,6 +93,12 @@ def _probe_in_environment(
                     address=data["address"],
                 )
             )
+        # The child computed these where its trust is: with the overrides in place.
+        report.warnings = item.get("warnings", [])
+        report.findings = item.get("findings", [])
+        report.explanations = item.get("explanations", [])
+        if "chain" in item:
+            report.extra["chain"] = item["chain"]
         reports.append(report)
     return reports, infos
 
@@ -99,7 +107,11 @@ def run(args: argparse.Namespace) -> int:
     """Run `comparer demo`."""
     from comparer.lab import Lab
 
-    stack_names = parse_stack_list(args.stacks) if args.stacks else list(DEFAULT_STACKS)
+    stack_names = (
+        parse_stack_list(args.stacks)
+        if args.stacks is not None
+        else list(DEFAULT_STACKS)
+    )
     with Lab() as lab:
         settings = ProbeSettings(ca_file=lab.ca_bundle, timeout=args.timeout)
         by_ca_file = [s for s in lab.scenarios if s.trust == "ca-file"]
@@ -145,4 +157,10 @@ def run(args: argparse.Namespace) -> int:
 
         outcome.settings = settings_json(settings, stack_names)
         outcome.settings["demo"] = True
+        analyse(
+            outcome,
+            settings=settings,
+            concurrency=args.concurrency,
+            options=AnalysisOptions(),
+        )
         return emit(outcome, as_json=args.json)

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from comparer.console import make_console
 from comparer.errors import EXIT_FAILED, EXIT_OK, UsageError
 from comparer.lab import Lab, LabError, Scenario, names
 
@@ -91,7 +92,7 @@ def _describe(lab: Lab, *, as_json: bool) -> None:
         print(json.dumps(catalogue_json(lab), indent=2), flush=True)
         print("comparer: lab running; press Ctrl-C to stop", file=sys.stderr)
     else:
-        render_lab(lab, Console())
+        render_lab(lab, make_console())
 
 
 def catalogue_json(lab: Lab) -> dict[str, Any]:

@@ -312,6 +312,7 @@ def make_sha1_intermediate(
         write_private(paths["ca"], pem_certificates([issuer.certificate]))
         write_private(paths["ca_key"], pem_private_key(issuer.key))
         write_private(paths["ext"], _SHA1_EXTENSIONS.encode())
+        write_private(paths["out"], b"")  # so openssl -out keeps mode 0600
         command = [
             openssl,
             "x509",

@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import (
+    AuthorityInformationAccessOID,
+    ExtendedKeyUsageOID,
+    ObjectIdentifier,
+)
 
 from comparer.lab import pki
 from comparer.lab.pki import Authority, PrivateKey
@@ -466,6 +471,82 @@ def _name_constraints(p: Pki) -> Endpoint:
     )
 
 
+def _root_included(p: Pki) -> Endpoint:
+    return _with_key(
+        lambda k: p.valid_leaf(key=k, unit="root-included"), p.intermediate, p.root
+    )
+
+
+def _extra_certificates(p: Pki) -> Endpoint:
+    endpoint = _with_key(
+        lambda k: p.valid_leaf(key=k, unit="extra-certificates"), p.intermediate
+    )
+    # The intermediate again, then a CA certificate of an unrelated hierarchy.
+    extra = (p.intermediate.certificate, p.untrusted_root.certificate)
+    return Endpoint(chain=(*endpoint.chain, *extra), key=endpoint.key)
+
+
+def _cross_certificate(
+    subject: Authority, issuer: Authority, p: Pki
+) -> x509.Certificate:
+    """Certify `subject`'s name and key under `issuer`, valid until yesterday, as
+    DST Root CA X3 certified ISRG Root X1 until that cross-certificate expired."""
+    ski = subject.certificate.extensions.get_extension_for_class(
+        x509.SubjectKeyIdentifier
+    ).value
+    issuer_ski = issuer.certificate.extensions.get_extension_for_class(
+        x509.SubjectKeyIdentifier
+    ).value
+    extensions = subject.certificate.extensions
+    usage = extensions.get_extension_for_class(x509.KeyUsage).value
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject.name)
+        .issuer_name(issuer.name)
+        .public_key(subject.certificate.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(p.now - 3650 * DAY)
+        .not_valid_after(p.now - DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),
+            critical=False,
+        )
+        .sign(issuer.key, hashes.SHA256())
+    )
+
+
+def _expired_cross_root(p: Pki) -> Endpoint:
+    cross = _cross_certificate(p.root, p.expired_root, p)
+    endpoint = _with_key(
+        lambda k: p.valid_leaf(key=k, unit="expired-cross-root"), p.intermediate
+    )
+    return Endpoint(chain=(*endpoint.chain, cross), key=endpoint.key)
+
+
+# Never fetched by anything in comparer; a loopback URL so that a client which does
+# fetch AIA URLs reaches no other host.
+AIA_CA_ISSUERS_URL = "http://127.0.0.1:9/comparer-lab-intermediate.der"
+
+
+def _missing_intermediate_aia(p: Pki) -> Endpoint:
+    access = x509.AuthorityInformationAccess(
+        [
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS,
+                x509.UniformResourceIdentifier(AIA_CA_ISSUERS_URL),
+            )
+        ]
+    )
+    return _with_key(
+        lambda k: p.valid_leaf(
+            key=k, unit="missing-intermediate-aia", extra=[(access, False)]
+        )
+    )
+
+
 def _hostile(behaviour: Behaviour) -> Callable[[Pki], Endpoint]:
     def build(p: Pki) -> Endpoint:
         return Endpoint(behaviour=behaviour)
@@ -709,6 +790,30 @@ CATALOGUE: tuple[Entry, ...] = (
         "the intermediate may only issue for example.com",
         Reason.INVALID_CERTIFICATE,
         _name_constraints,
+    ),
+    Entry(
+        "root-included",
+        "a good chain that also sends the root",
+        Reason.OK,
+        _root_included,
+    ),
+    Entry(
+        "extra-certificates",
+        "sends the intermediate twice and a CA certificate of another hierarchy",
+        Reason.OK,
+        _extra_certificates,
+    ),
+    Entry(
+        "expired-cross-root",
+        "also sends a cross-certificate of the root that expired yesterday",
+        Reason.OK,
+        _expired_cross_root,
+    ),
+    Entry(
+        "missing-intermediate-aia",
+        "sends the leaf alone; the leaf names its issuer's URL in AIA",
+        Reason.UNKNOWN_ISSUER,
+        _missing_intermediate_aia,
     ),
     Entry(
         "silent",

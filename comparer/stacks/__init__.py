@@ -17,6 +17,9 @@ STACK_MODULES: dict[str, tuple[str, str]] = {
     "requests": ("comparer.stacks.requests_stack", "RequestsStack"),
     "httpx": ("comparer.stacks.httpx_stack", "HttpxStack"),
     "aiohttp": ("comparer.stacks.aiohttp_stack", "AiohttpStack"),
+    # What-if stacks, only run when --stacks names them.
+    "stdlib-strict": ("comparer.stacks.stdlib_strict", "StdlibStrictStack"),
+    "cryptography": ("comparer.stacks.cryptography_stack", "CryptographyStack"),
 }
 
 DEFAULT_STACKS = ("openssl", "stdlib", "requests", "httpx", "aiohttp")

@@ -8,6 +8,12 @@ import time
 
 from comparer import trust
 from comparer.model import ProbeResult, Reason, StackInfo, Target, TrustSource
+from comparer.pinning import (
+    aiohttp_reproduce_lines,
+    aiohttp_request_options,
+    sni_unavailable,
+    unavailable_result,
+)
 from comparer.stacks.base import (
     ProbeSettings,
     elapsed_ms,
@@ -51,11 +57,13 @@ class AiohttpStack:
             if settings.ca_file
             else "True"
         )
+        resolver, session_args, get_args = aiohttp_reproduce_lines(target)
         return python_command(
-            "import asyncio, ssl, aiohttp\n"
-            "async def main():\n"
-            "    async with aiohttp.ClientSession() as s:\n"
-            f"        async with s.get({target.url!r}, ssl={ssl_arg}, "
+            "import asyncio, socket, ssl, aiohttp\n"
+            + "".join(line + "\n" for line in resolver)
+            + "async def main():\n"
+            f"    async with aiohttp.ClientSession({session_args}) as s:\n"
+            f"        async with s.get({get_args}, ssl={ssl_arg}, "
             "allow_redirects=False) as r:\n"
             "            print(r.status)\n"
             "asyncio.run(main())"
@@ -68,15 +76,25 @@ class AiohttpStack:
         start = time.perf_counter()
         source = self.trust_source(settings).describe()
         reproduce = self.reproduce(target, settings)
+        why = sni_unavailable(self.name, target)
+        if why is not None:
+            return unavailable_result(
+                self.name, target, why, trust=source, reproduce=None
+            )
+        url, options, resolver = aiohttp_request_options(target)
         ssl_arg: ssl.SSLContext | bool = True
         version = None
         try:
             if settings.ca_file is not None:
                 ssl_arg = _context(str(settings.ca_file))
             timeout = aiohttp.ClientTimeout(total=settings.timeout)
+            # A pinned name gets a resolver that answers with the address.
+            connector = aiohttp.TCPConnector(resolver=resolver) if resolver else None
             async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(target.url, ssl=ssl_arg, allow_redirects=False) as response,
+                aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
+                session.get(
+                    url, ssl=ssl_arg, allow_redirects=False, **options
+                ) as response,
             ):
                 # The connection goes back to the pool as soon as a short body
                 # is read, so the protocol (private) is the fallback.

@@ -8,6 +8,11 @@ import time
 
 from comparer import trust
 from comparer.model import ProbeResult, Reason, StackInfo, Target, TrustSource
+from comparer.pinning import (
+    httpx_request_options,
+    sni_unavailable,
+    unavailable_result,
+)
 from comparer.stacks.base import (
     ProbeSettings,
     elapsed_ms,
@@ -56,9 +61,17 @@ class HttpxStack:
             if settings.ca_file
             else "True"
         )
+        url, headers, extensions = httpx_request_options(target)
+        if headers:
+            # httpx.get() takes no extensions; a Client's get() does.
+            return python_command(
+                "import ssl, httpx; "
+                f"print(httpx.Client(verify={verify}, timeout=10).get({url!r}, "
+                f"headers={headers!r}, extensions={extensions!r}).status_code)"
+            )
         return python_command(
             "import ssl, httpx; "
-            f"print(httpx.get({target.url!r}, verify={verify}, timeout=10).status_code)"
+            f"print(httpx.get({url!r}, verify={verify}, timeout=10).status_code)"
         )
 
     async def probe(self, target: Target, settings: ProbeSettings) -> ProbeResult:
@@ -68,6 +81,12 @@ class HttpxStack:
         start = time.perf_counter()
         source = self.trust_source(settings).describe()
         reproduce = self.reproduce(target, settings)
+        why = sni_unavailable(self.name, target)
+        if why is not None:
+            return unavailable_result(
+                self.name, target, why, trust=source, reproduce=None
+            )
+        url, headers, extensions = httpx_request_options(target)
         cafile = str(settings.ca_file) if settings.ca_file else None
         version = None
         try:
@@ -76,7 +95,9 @@ class HttpxStack:
                 httpx.AsyncClient(
                     verify=context, timeout=settings.timeout, follow_redirects=False
                 ) as client,
-                client.stream("GET", target.url) as response,
+                client.stream(
+                    "GET", url, headers=headers, extensions=extensions
+                ) as response,
             ):
                 stream = response.extensions.get("network_stream")
                 ssl_object = stream.get_extra_info("ssl_object") if stream else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import ssl
 import sys
@@ -11,6 +10,7 @@ import time
 
 from comparer import trust
 from comparer.model import ProbeResult, Reason, StackInfo, Target, TrustSource
+from comparer.pinning import sni_unavailable, unavailable_result
 from comparer.stacks.base import (
     ProbeSettings,
     elapsed_ms,
@@ -55,7 +55,8 @@ class StdlibStack:
         return python_command(
             "import socket, ssl; "
             f"c = ssl.create_default_context(cafile={cafile}); "
-            f"s = socket.create_connection(({target.connect_host!r}, {target.port})); "
+            "s = socket.create_connection("
+            f"({target.connect_host!r}, {target.connect_port})); "
             f"print(c.wrap_socket(s, server_hostname={target.host!r}).version())"
         )
 
@@ -64,6 +65,11 @@ class StdlibStack:
         start = time.perf_counter()
         source = self.trust_source(settings).describe()
         reproduce = self.reproduce(target, settings)
+        why = sni_unavailable(self.name, target)
+        if why is not None:
+            return unavailable_result(
+                self.name, target, why, trust=source, reproduce=None
+            )
         cafile = str(settings.ca_file) if settings.ca_file else None
         try:
             context = _context(cafile, self.extra_flags)
@@ -81,7 +87,7 @@ class StdlibStack:
         try:
             reader, writer = await asyncio.open_connection(
                 target.connect_host,
-                target.port,
+                target.connect_port,
                 ssl=context,
                 server_hostname=target.host,
             )
@@ -110,8 +116,14 @@ class StdlibStack:
         finally:
             if writer is not None:
                 writer.close()
-                with contextlib.suppress(OSError, ssl.SSLError):
-                    await writer.wait_closed()
+                # A server that never answers close_notify would hold wait_closed()
+                # for asyncio's 30 s SSL shutdown timeout, so the close gets what is
+                # left of the budget and the connection is then dropped.
+                left = settings.timeout - elapsed_ms(start) / 1000
+                try:
+                    await asyncio.wait_for(writer.wait_closed(), max(0.0, left))
+                except (OSError, ssl.SSLError, asyncio.TimeoutError):
+                    writer.transport.abort()
         note = None
         if not status.startswith(b"HTTP/"):
             note = "handshake verified; the server sent no HTTP response"
