@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from comparer.model import ProbeResult, Reason, Target, TargetReport
 from comparer.reasons import describe_exception
@@ -19,6 +21,15 @@ log = logging.getLogger(__name__)
 # A probe that overruns its own timeout is cancelled this much later, so a client's
 # own timeout error wins when it has one.
 TIMEOUT_MARGIN = 0.5
+# Environment variables that change each host stack's default trust.
+TRUST_VARIABLES: dict[str, tuple[str, ...]] = {
+    "openssl": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
+    "stdlib": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
+    "stdlib-strict": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
+    "httpx": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
+    "aiohttp": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
+    "requests": ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
+}
 # File descriptors one probe can hold at once: a socket, or a child's three pipes.
 FDS_PER_PROBE = 4
 FDS_RESERVED = 64
@@ -73,7 +84,7 @@ async def probe_once(
     """Run one probe, turning a hang or a crash into a result for that cell only."""
     start = time.perf_counter()
     try:
-        return await asyncio.wait_for(
+        result = await asyncio.wait_for(
             stack.probe(target, settings), settings.timeout + TIMEOUT_MARGIN
         )
     except asyncio.TimeoutError:
@@ -81,6 +92,8 @@ async def probe_once(
     except Exception as exc:  # noqa: BLE001 - a crashing stack costs only its cell
         log.debug("stack %s crashed on %s", stack.name, target.raw, exc_info=True)
         reason, detail = Reason.ERROR, f"probe crashed: {describe_exception(exc)}"
+    else:
+        return with_environment(result, settings)
     return ProbeResult(
         stack=stack.name,
         ok=False,
@@ -89,6 +102,24 @@ async def probe_once(
         elapsed_ms=(time.perf_counter() - start) * 1000,
         address=target.address,
     )
+
+
+def with_environment(result: ProbeResult, settings: ProbeSettings) -> ProbeResult:
+    """Prefix the reproduce line with the variables that chose the stack's trust.
+
+    Without them, the command pasted into a clean shell would use another store.
+    """
+    names = TRUST_VARIABLES.get(result.stack, ())
+    if settings.ca_file is not None or not result.reproduce:
+        return result
+    assignments = [
+        f"{name}={shlex.quote(os.environ[name])}"
+        for name in names
+        if os.environ.get(name)
+    ]
+    if not assignments:
+        return result
+    return replace(result, reproduce=" ".join([*assignments, result.reproduce]))
 
 
 async def run_probes(

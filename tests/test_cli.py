@@ -416,3 +416,29 @@ def test_hostile_file_lines_become_error_rows(lab: Lab, tmp_path: Path) -> None:
     assert all(r["ok"] for r in rows[good]["results"])
     assert len(rows[good]["results"]) == 5
     assert not (tmp_path / "pwned").exists()
+
+
+def test_reproduce_carries_trust_variables(lab: Lab) -> None:
+    target = lab.scenario("good").target
+    env = clean_env(SSL_CERT_FILE=str(lab.ca_bundle))
+    _, document = check_json("--stacks", "stdlib,requests", target, env=env)
+    results = {r["stack"]: r for r in document["targets"][0]["results"]}
+    assert results["stdlib"]["reproduce"].startswith(f"SSL_CERT_FILE={lab.ca_bundle} ")
+    # requests ignores SSL_CERT_FILE, so its command must not pretend otherwise.
+    assert "SSL_CERT_FILE" not in results["requests"]["reproduce"]
+    replay = subprocess.run(
+        results["stdlib"]["reproduce"],
+        shell=True,
+        env=clean_env(),  # noqa: S602
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert "TLSv1" in replay.stdout
+
+
+def test_image_options_need_an_image() -> None:
+    done = comparer("check", "--pull", "never", "localhost")
+    assert done.returncode == 2
+    assert "--pull needs --image IMAGE" in done.stderr

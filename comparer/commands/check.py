@@ -399,6 +399,18 @@ def stderr_is_terminal() -> bool:
 def image_options(args: argparse.Namespace) -> ImageOptions | None:
     """Return the image options from the command line, or None without --image."""
     if not args.image:
+        given = [
+            option
+            for option, value in (
+                ("--engine", args.engine is not None),
+                ("--pull", args.pull != "missing"),
+                ("--mount-host-certs", args.mount_host_certs),
+            )
+            if value
+        ]
+        if given:
+            verb = "needs" if len(given) == 1 else "need"
+            raise UsageError(f"{', '.join(given)} {verb} --image IMAGE; add an image")
         return None
     return ImageOptions(
         images=tuple(args.image),
