@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
+
+from common import machine as host_machine
 
 from comparer import engine as engines
 from comparer.images import probe_images
@@ -35,15 +35,7 @@ IMAGES = [
 
 
 def machine() -> str:
-    """Return nproc, the CPU model, RAM and the engine version on one line."""
-    model = "unknown CPU"
-    with open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as handle:
-        kib = int(handle.readline().split()[1])
+    """Return the host description of bench/common.py and the engine version."""
     server = subprocess.run(
         ["docker", "version", "--format", "{{.Server.Version}}"],
         capture_output=True,
@@ -51,11 +43,7 @@ def machine() -> str:
         timeout=60,
         check=False,
     ).stdout.strip()
-    return (
-        f"{os.cpu_count()} CPUs ({model}), {kib / 1024 / 1024:.1f} GiB RAM, "
-        f"{platform.system()} {platform.release()}, Docker engine {server}, "
-        f"Python {platform.python_version()}"
-    )
+    return f"{host_machine()}, Docker engine {server}"
 
 
 def lab_targets(lab: Lab, count: int) -> list[Target]:

@@ -5,31 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from cli_run import DROPPED_VARIABLES
 
 from comparer.lab import Lab, names
-
-# Variables that change which trust store a stack uses, or how rich prints.
-TLS_ENV_VARIABLES = (
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_COLOR",
-    "FORCE_COLOR",
-    "COLUMNS",
-)
 
 
 @pytest.fixture
 def clean_tls_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Remove the TLS, proxy and colour variables for one test."""
-    for name in TLS_ENV_VARIABLES:
+    for name in DROPPED_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import clean_env
 from cryptography import x509
 
 from comparer.addresses import backend_chain, plan_addresses
@@ -199,12 +200,6 @@ def probe(backends: Backends, stack: str, target: Target) -> ProbeResult:
         return result
 
     return asyncio.run(probe_and_settle())
-
-
-def clean_env() -> dict[str, str]:
-    from conftest import TLS_ENV_VARIABLES
-
-    return {k: v for k, v in os.environ.items() if k not in TLS_ENV_VARIABLES}
 
 
 def check(backends: Backends, *args: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import socket
 import ssl
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import clean_env
 
 from comparer.lab import Lab, names, pki
 from comparer.model import Reason
@@ -54,26 +54,6 @@ EXPECTED: dict[str, Reason] = {
 # OpenSSL 3.0 and Python 3.11 no stack does: every difference found so far was a
 # classification bug in a stack module and was fixed there.
 STACK_SPECIFIC: dict[tuple[str, str], tuple[Reason, str]] = {}
-
-
-def clean_env() -> dict[str, str]:
-    """Return the environment without TLS, proxy and colour overrides."""
-    drop = {
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "REQUESTS_CA_BUNDLE",
-        "CURL_CA_BUNDLE",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_COLOR",
-        "FORCE_COLOR",
-        "COLUMNS",
-    }
-    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 @dataclass(frozen=True)
