@@ -240,6 +240,10 @@ def collect_targets(
                     )
                 )
     if not targets and not errors:
+        if args.file is not None:
+            raise UsageError(
+                f"no targets in {args.file!r}: it has only blank lines and comments"
+            )
         raise UsageError("no targets given; name at least one TARGET or use -f FILE")
     return targets, errors
 
