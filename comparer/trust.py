@@ -94,7 +94,9 @@ def openssl_default_source(env: Mapping[str, str] | None = None) -> TrustSource:
         return from_env
     paths = ssl.get_default_verify_paths()
     if paths.cafile:
-        return _source("default", paths.cafile)
+        # Debian's /usr/lib/ssl/cert.pem links to the bundle in /etc/ssl/certs; the
+        # real path lets the stdlib and openssl columns name the same file.
+        return _source("default", os.path.realpath(paths.cafile))
     if paths.capath:
         return _source("default", paths.capath)
     return TrustSource(origin="default", path=paths.openssl_cafile, roots=0)
