@@ -167,6 +167,11 @@ def parse_targets(raws: Iterable[str]) -> tuple[list[Target], list[tuple[str, st
 
 def read_targets_file(name: str) -> list[str]:
     """Read target lines from a file (`-` for stdin), skipping blanks and comments."""
+    return [text for _, text in read_target_lines(name)]
+
+
+def read_target_lines(name: str) -> list[tuple[int, str]]:
+    """Read (line number, target) pairs from a file, skipping blanks and comments."""
     try:
         if name == "-":
             data = sys.stdin.buffer.read(MAX_TARGETS_FILE_BYTES + 1)
@@ -190,9 +195,9 @@ def read_targets_file(name: str) -> list[str]:
     except UnicodeDecodeError:
         raise UsageError(f"targets file {name!r} is not UTF-8 text") from None
     lines = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         # A comment is a whole line starting with '#', or ' #' after a target.
         line = _TRAILING_COMMENT.sub("", line).strip()
         if line and not line.startswith("#"):
-            lines.append(line)
+            lines.append((number, line))
     return lines

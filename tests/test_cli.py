@@ -165,7 +165,8 @@ def test_bad_file_line_becomes_error_row(lab: Lab, tmp_path: Path) -> None:
     code, document = check_json("--ca-file", str(lab.ca_bundle), "-f", str(targets))
     assert code == 2
     rows = {t["target"]: t for t in document["targets"]}
-    assert rows["bad:port:x"]["error"]
+    assert rows["bad:port:x"]["error"].startswith("line 3: ")
+    assert rows["-evil"]["error"].startswith("line 4: ")
     assert rows["-evil"]["error"]
     assert rows[lab.scenario("good").target]["results"][0]["ok"] is True
 
@@ -389,7 +390,7 @@ def test_hostile_file_lines_become_error_rows(lab: Lab, tmp_path: Path) -> None:
     rows = {t["target"]: t for t in json.loads(done.stdout)["targets"]}
     assert set(rows) == {good, *bad}
     for raw in bad:
-        assert rows[raw]["error"].startswith("invalid"), raw
+        assert re.match(r"line \d+: invalid", rows[raw]["error"]), raw
         assert rows[raw]["results"] == [], raw
     assert all(r["ok"] for r in rows[good]["results"])
     assert len(rows[good]["results"]) == 5

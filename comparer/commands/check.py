@@ -36,7 +36,7 @@ from comparer.render import build_json, dump_json, render_table
 from comparer.runner import RunState, run_probes
 from comparer.stacks import DEFAULT_STACKS, get_stack, parse_stack_list
 from comparer.stacks.base import ProbeSettings
-from comparer.targets import TargetError, parse_target, read_targets_file
+from comparer.targets import TargetError, parse_target, read_target_lines
 
 # Show a progress bar only for runs long enough to need one.
 PROGRESS_MIN_PROBES = 20
@@ -230,13 +230,14 @@ def collect_targets(
     for raw in args.targets:
         add(parse_target(raw))  # a bad argument stops the run with exit 2
     if args.file is not None:
-        for raw in read_targets_file(args.file):
+        for number, raw in read_target_lines(args.file):
             try:
                 add(parse_target(raw))
             except TargetError as exc:
                 errors.append(
                     TargetReport(
-                        target=Target(raw=raw, host="", port=0), error=str(exc)
+                        target=Target(raw=raw, host="", port=0),
+                        error=f"line {number}: {exc}",
                     )
                 )
     if not targets and not errors:
