@@ -224,8 +224,13 @@ class TargetReport:
 
     @property
     def agree(self) -> bool:
-        """Return whether every stack reached the same verdict."""
-        return len({r.ok for r in self.results}) <= 1
+        """Return whether every stack reached the same verdict.
+
+        A stack that cannot run the probe at all (`unavailable`, such as --no-sni in a
+        stack that always sends SNI) takes no side.
+        """
+        verdicts = {r.ok for r in self.results if r.reason is not Reason.UNAVAILABLE}
+        return len(verdicts) <= 1
 
     @property
     def all_ok(self) -> bool:

@@ -58,11 +58,15 @@ def _by_column(report: TargetReport) -> dict[str, ProbeResult]:
     return {result.column: result for result in report.results}
 
 
-def _column_header(info: StackInfo, *, show_where: bool) -> str:
-    if show_where and info.where != "host":
-        image = info.where.removeprefix("image:")
-        return f"{info.name}\n[dim]{image}\n{_short_version(info.version)}[/dim]"
-    return info.name
+def _column_header(info: StackInfo, *, show_where: bool, compact: bool) -> Text:
+    if not show_where or info.where == "host":
+        return Text(info.name)
+    image = info.where.removeprefix("image:")
+    if compact:
+        # The last path part of the image name; the full facts follow the table.
+        return Text(info.name) + Text(f"\n{image.rsplit('/', 1)[-1]}", style="dim")
+    details = f"\n{image}\n{_short_version(info.version)}"
+    return Text(info.name) + Text(details, style="dim")
 
 
 def _short_version(version: str | None) -> str:
@@ -165,14 +169,22 @@ def render_table(
         box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
         pad_edge=not narrow,
     )
+    # rich would drop or cut columns rather than shrink them, so a narrow table gets
+    # explicit widths: the marker, a 16-column target, two spaces between columns.
+    target_width = 16
+    spare = console.width - 4 - target_width - 2 * (len(stacks) + 2)
+    stack_width = max(6, spare // max(1, len(stacks)))
     table.add_column("", width=1, no_wrap=True)
-    table.add_column("target", overflow="fold", min_width=17, max_width=36)
-    # rich would cut the last columns rather than shrink these, so narrow tables
-    # get explicit widths.
-    stack_width = max(6, (console.width - 24) // max(1, len(stacks)) - 2)
+    table.add_column(
+        "target",
+        overflow="fold",
+        min_width=target_width,
+        max_width=36,
+        width=target_width if narrow else None,
+    )
     for info in stacks:
         table.add_column(
-            _column_header(info, show_where=show_where),
+            _column_header(info, show_where=show_where, compact=narrow),
             overflow="fold",
             min_width=6,
             width=stack_width if narrow else None,

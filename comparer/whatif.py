@@ -147,8 +147,10 @@ def offline_at(
 ) -> ProbeResult:
     """Judge the served chain with cryptography's verifier against the stack's store.
 
-    When cryptography's rules and the stack's disagree about the target today, the
-    note states it, because the verdict as of `at` then carries that difference too.
+    cryptography's rules are stricter than a stack's on some certificates (no AKI, a
+    CN without SAN). When they disagree about the target today, only a change between
+    today and `at` counts: if cryptography's verdict does not move, the stack's own
+    verdict of today stands, with a note.
     """
     start = time.perf_counter()
     served = context.served
@@ -171,11 +173,15 @@ def offline_at(
     if result.stack != "cryptography":
         today = verify_with_cryptography(chain, roots, context.target)
         if not _same_verdict(today, result):
-            note = (
+            differ = (
                 f"cryptography's rules differ from {result.stack}'s on this target: "
                 f"today {result.stack} says {result.reason.value} and cryptography "
                 f"says {today.reason.value}"
             )
+            if verdict.reason is today.reason:
+                kept = f"{differ}; the date changes nothing, so today's verdict stands"
+                return dataclasses.replace(result, reproduce=None, note=kept)
+            note = differ
     return dataclasses.replace(
         result,
         ok=verdict.reason is Reason.OK,

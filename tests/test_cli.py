@@ -422,3 +422,28 @@ def test_image_options_need_an_image() -> None:
     done = comparer("check", "--pull", "never", "localhost")
     assert done.returncode == 2
     assert "--pull needs --image IMAGE" in done.stderr
+
+
+@pytest.mark.parametrize("columns", ["80", "100"])
+def test_narrow_table_keeps_every_column(lab: Lab, columns: str) -> None:
+    cn_only = lab.scenario("cn-only").target
+    done = comparer(
+        "check",
+        "--ca-file",
+        str(lab.ca_bundle),
+        cn_only,
+        env=clean_env(COLUMNS=columns),
+    )
+    lines = done.stdout.splitlines()
+    header = next(line for line in lines if "target" in line)
+    for stack in ("openssl", "stdlib", "requests", "httpx", "aiohttp"):
+        assert stack in header
+    row = next(line for line in lines if cn_only in line)
+    assert "≠" in row
+    assert all(len(line) <= int(columns) for line in lines[: lines.index(row) + 3])
+
+
+def test_bad_image_reference_stops_early() -> None:
+    done = comparer("check", "localhost:1", "--image=-x")
+    assert done.returncode == 2
+    assert "image reference '-x'" in done.stderr

@@ -22,6 +22,7 @@ from comparer.analysis import (
     options_from_args,
     warning_exit_status,
 )
+from comparer.engine import check_image_ref
 from comparer.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -311,17 +312,21 @@ def probe_all(
         if images is None or not images.images:
             await host
             return
-        _, image_run = await asyncio.gather(
-            host,
-            probe_images(
+        _, image_run = await asyncio.gather(host, probe_images_or_report(images))
+
+    async def probe_images_or_report(images: ImageOptions) -> ImageRun:
+        # A failure of the image side becomes an error line; the host columns stay.
+        try:
+            return await probe_images(
                 list(images.images),
                 list(targets),
                 settings=settings,
                 engine=images.engine,
                 pull=images.pull,
                 mount_host_certs=images.mount_host_certs,
-            ),
-        )
+            )
+        except UsageError as exc:
+            return ImageRun(errors=[str(exc)])
 
     try:
         if progress is not None:
@@ -417,8 +422,10 @@ def image_options(args: argparse.Namespace) -> ImageOptions | None:
             verb = "needs" if len(given) == 1 else "need"
             raise UsageError(f"{', '.join(given)} {verb} --image IMAGE; add an image")
         return None
+    # Checked before any probe starts, so a bad reference stops the run at once.
+    images = tuple(dict.fromkeys(check_image_ref(image) for image in args.image))
     return ImageOptions(
-        images=tuple(args.image),
+        images=images,
         engine=args.engine,
         pull=args.pull,
         mount_host_certs=args.mount_host_certs,

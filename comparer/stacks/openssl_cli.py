@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import time
+from typing import Any
 
 from comparer import trust
 from comparer.model import ProbeResult, Reason, StackInfo, Target, TrustSource
@@ -146,11 +147,20 @@ async def _communicate(
         _read_into(process.stderr, stderr),
         process.wait(),
     )
+    # When Ctrl-C cancels the run, asyncio.run cancels the readers one by one and the
+    # gathered future ends with their CancelledError; marking it read keeps asyncio
+    # from logging it as "never retrieved".
+    reading.add_done_callback(_mark_retrieved)
     try:
         await asyncio.wait_for(reading, timeout)
     except asyncio.TimeoutError:
         return False
     return True
+
+
+def _mark_retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class OpensslCliStack:
