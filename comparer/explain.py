@@ -488,7 +488,8 @@ class Explainer:
         for result in results:
             anchors = self._anchors(result)
             if anchors is None:
-                label = f"the store of {stack_label(result)} ({result.trust or '?'})"
+                # Image stores are not read from here; one clause names them all.
+                label = "their own stores (audit them with comparer bundle --image)"
                 has[label] = None
             else:
                 label = anchors.label
@@ -733,7 +734,43 @@ def explain_report(
     smaller = rejected if len(rejected) <= len(accepted) else accepted
     larger = accepted if smaller is rejected else rejected
     explainer = Explainer(report, context=context, stacks=stacks, offline=offline or {})
-    return [
+    explanations = [
         explainer.explain(Disagreement(subject=result, same=smaller, other=larger))
         for result in smaller
     ]
+    return merge_explanations(explanations, smaller)
+
+
+def merge_explanations(
+    explanations: list[dict[str, Any]], results: Sequence[ProbeResult]
+) -> list[dict[str, Any]]:
+    """Merge explanations that differ only in the stack they start with.
+
+    Four stacks that accept for the same reason get one sentence naming all four;
+    the merged entry lists them under `stacks`.
+    """
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    members: dict[tuple[str, str], list[ProbeResult]] = {}
+    for item, result in zip(explanations, results, strict=True):
+        label = stack_label(result)
+        text = str(item["text"])
+        rest = text[len(label) :] if text.startswith(label + " ") else text
+        key = (str(item["cause"]), rest)
+        if key not in merged:
+            merged[key] = dict(item)
+            members[key] = []
+        members[key].append(result)
+    output = []
+    for key, item in merged.items():
+        group = members[key]
+        if len(group) > 1:
+            item["stacks"] = [stack_label(r) for r in group]
+            rest = key[1]
+            # "openssl uses X" becomes "openssl, stdlib and httpx use X".
+            for singular, plural in ((" uses ", " use "), (" accepts ", " accept ")):
+                if rest.startswith(singular):
+                    rest = plural + rest[len(singular) :]
+                    break
+            item["text"] = join_names(group) + rest
+        output.append(item)
+    return output

@@ -47,6 +47,7 @@ SCENARIOS = [
     "cn-only",
     "ip-in-dns-san",
     "hostname-mismatch",
+    "internal-root",
 ]
 # Variables that would change which trust anchors a stack loads.
 TRUST_VARIABLES = (
@@ -794,3 +795,37 @@ def test_check_shows_image_disagreement(engine: str, lab: Lab) -> None:
         s["facts"] for s in document["stacks"] if s["where"] == f"image:{TRIXIE}"
     )
     assert trixie_facts["openssl_cli"].startswith("OpenSSL 3.5")
+
+
+@pytest.mark.docker
+def test_store_explanation_merges_stacks(engine: str, lab: Lab) -> None:
+    """Host stacks that accept for the same store get one sentence, not four."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
+    }
+    env["SSL_CERT_FILE"] = str(lab.system_plus_internal)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "comparer",
+            "check",
+            "--json",
+            "--pull",
+            "never",
+            "--image",
+            BOOKWORM,
+            lab.scenario("internal-root").target,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    (target,) = json.loads(done.stdout)["targets"]
+    (explanation,) = target["explanations"]
+    assert explanation["stacks"] == ["openssl", "stdlib", "httpx", "aiohttp"]
+    assert explanation["text"].startswith("openssl, stdlib, httpx and aiohttp use ")
+    assert "audit them with comparer bundle --image" in explanation["text"]
