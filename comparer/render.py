@@ -108,7 +108,7 @@ def disagreement_line(report: TargetReport, stacks: Sequence[StackInfo]) -> str:
         for r in report.results
         if not r.ok and r.reason not in INCONCLUSIVE
     ]
-    # A timeout or a failed connection says nothing about the certificate.
+    # A timeout or a failed connection gives no verdict on the certificate.
     no_verdict = [
         f"{names.get(r.column, r.stack)} ({r.reason.value})"
         for r in report.results

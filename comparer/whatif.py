@@ -149,8 +149,8 @@ def offline_at(
 
     cryptography's rules are stricter than a stack's on some certificates (no AKI, a
     CN without SAN). When they disagree about the target today, only a change between
-    today and `at` counts: if cryptography's verdict does not move, the stack's own
-    verdict of today stands, with a note.
+    today and `at` counts. If cryptography's verdict does not change, the stack's own
+    verdict of today is kept, with a note.
     """
     start = time.perf_counter()
     served = context.served
@@ -179,8 +179,10 @@ def offline_at(
                 f"says {today.reason.value}"
             )
             if verdict.reason is today.reason:
-                kept = f"{differ}; the date changes nothing, so today's verdict stands"
-                return dataclasses.replace(result, reproduce=None, note=kept)
+                unchanged = (
+                    f"{differ}; the date changes nothing, so today's verdict stands"
+                )
+                return dataclasses.replace(result, reproduce=None, note=unchanged)
             note = differ
     return dataclasses.replace(
         result,

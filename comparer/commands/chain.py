@@ -39,10 +39,10 @@ from comparer.chain_checks import (
 )
 from comparer.commands.check import (
     load_ca_file,
-    make_console,
     positive_float,
     positive_int,
 )
+from comparer.console import make_console
 from comparer.errors import EXIT_FAILED, EXIT_OK
 from comparer.model import Target, TargetReport
 from comparer.render import dump_json

@@ -22,6 +22,7 @@ from comparer.analysis import (
     options_from_args,
     warning_exit_status,
 )
+from comparer.console import make_console
 from comparer.engine import check_image_ref
 from comparer.errors import (
     EXIT_FAILED,
@@ -47,8 +48,8 @@ PROGRESS_MIN_PROBES = 20
 class Outcome:
     """What a run produced: reports in input order, stack columns, interruption.
 
-    `errors` has one line per part of the run that could not happen at all, such as
-    an image that could not be started; the other columns are still shown.
+    `errors` has one line for each part of the run that could not happen at all,
+    such as an image that did not start. The other columns are still shown.
     """
 
     reports: list[TargetReport]
@@ -248,18 +249,6 @@ def collect_targets(
             )
         raise UsageError("no targets given; name at least one TARGET or use -f FILE")
     return targets, errors
-
-
-# Width for output that goes to a file or pipe, where no terminal sets one.
-PIPE_WIDTH = 160
-
-
-def make_console(stream: Any = None) -> Console:
-    """Return a console that honours NO_COLOR, COLUMNS and terminal detection."""
-    console = Console(file=stream or sys.stdout, highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = PIPE_WIDTH
-    return console
 
 
 def probe_all(
