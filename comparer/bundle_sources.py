@@ -26,8 +26,8 @@ IMAGE_PREFIX = "image:"
 MAX_INPUT_BYTES = 32 * 1024 * 1024
 WHEEL_MEMBER = "certifi/cacert.pem"
 
-# Where distributions keep the PEM bundle that OpenSSL and most clients read; the
-# first file that exists wins. Debian, Ubuntu, Alpine and Arch use the first path.
+# Paths of the PEM bundle that OpenSSL and most clients read, by distribution. The
+# first file that exists is used. Debian, Ubuntu, Alpine and Arch use the first path.
 IMAGE_BUNDLE_PATHS = (
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",

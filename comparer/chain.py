@@ -40,13 +40,6 @@ MAX_PATH_LENGTH = 100
 OUTPUT_LIMIT = 4 << 20
 # Stacks that load OpenSSL's default CA file and CA directory, not one file only.
 DEFAULT_PATH_STACKS = frozenset({"openssl", "stdlib", "stdlib-strict", "aiohttp"})
-# Variables that choose a stack's store, in the order the stacks read them.
-TRUST_VARIABLES = (
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-)
 
 _SIGNATURE_NAMES = {
     SignatureAlgorithmOID.RSA_WITH_MD5: "md5WithRSAEncryption",
@@ -264,7 +257,7 @@ def describe_store(source: TrustSource) -> str:
     """Return a store's name for a sentence: `certifi 2026.10.19 (/x/cacert.pem)`."""
     if source.origin == "certifi":
         return f"certifi {source.certifi_version or '?'} ({source.path})"
-    if source.origin in TRUST_VARIABLES:
+    if source.origin in trust.TRUST_VARIABLES:
         return f"{source.origin}={source.path}"
     if source.origin == "--ca-file":
         return f"--ca-file {source.path}"

@@ -28,7 +28,6 @@ from comparer.bundle_checks import (
 )
 from comparer.bundle_model import CertificateEntry
 from comparer.chain import (
-    TRUST_VARIABLES,
     ChainContext,
     TrustAnchors,
     certificate_role,
@@ -37,6 +36,7 @@ from comparer.chain import (
 )
 from comparer.chain_checks import ca_issuers_urls
 from comparer.model import ProbeResult, Reason, StackInfo, TargetReport
+from comparer.trust import STACK_TRUST_VARIABLES, TRUST_VARIABLES
 
 # OpenSSL 3.0 added codes 80 to 94 for the RFC 5280 checks that
 # X509_V_FLAG_X509_STRICT (VERIFY_X509_STRICT) turns on.
@@ -701,11 +701,10 @@ def _variable_for(result: ProbeResult) -> str:
 
 
 def _ignores(results: Sequence[ProbeResult], variable: str) -> bool:
-    # requests reads only REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE; the others read
-    # only SSL_CERT_FILE and SSL_CERT_DIR.
-    reads = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
+    # Stacks not in the table (image and what-if stacks) read OpenSSL's variables.
+    openssl_variables = STACK_TRUST_VARIABLES["stdlib"]
     return all(
-        (variable not in reads) if r.stack == "requests" else (variable in reads)
+        variable not in STACK_TRUST_VARIABLES.get(r.stack, openssl_variables)
         for r in results
     )
 

@@ -188,7 +188,7 @@ def _generic_reason(exc: BaseException) -> Reason:
             return Reason.CONNECT
         # asyncio's SSL protocol raises a bare ConnectionResetError(), with no errno,
         # when the peer closes the connection during the handshake (sslproto.py in
-        # Python 3.11); a real reset carries ECONNRESET.
+        # Python 3.11). A real reset carries ECONNRESET.
         if isinstance(item, ConnectionResetError) and not item.args:
             return Reason.PROTOCOL
         if isinstance(item, ConnectionError):

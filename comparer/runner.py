@@ -15,21 +15,13 @@ from dataclasses import dataclass, field, replace
 from comparer.model import ProbeResult, Reason, Target, TargetReport
 from comparer.reasons import describe_exception
 from comparer.stacks.base import ProbeSettings, Stack
+from comparer.trust import STACK_TRUST_VARIABLES
 
 log = logging.getLogger(__name__)
 
 # A probe that overruns its own timeout is cancelled this much later, so a client's
 # own timeout error wins when it has one.
 TIMEOUT_MARGIN = 0.5
-# Environment variables that change each host stack's default trust.
-TRUST_VARIABLES: dict[str, tuple[str, ...]] = {
-    "openssl": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
-    "stdlib": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
-    "stdlib-strict": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
-    "httpx": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
-    "aiohttp": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
-    "requests": ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
-}
 # File descriptors one probe can hold at once: a socket, or a child's three pipes.
 FDS_PER_PROBE = 4
 FDS_RESERVED = 64
@@ -109,7 +101,7 @@ def with_environment(result: ProbeResult, settings: ProbeSettings) -> ProbeResul
 
     Without them, the command pasted into a clean shell would use another store.
     """
-    names = TRUST_VARIABLES.get(result.stack, ())
+    names = STACK_TRUST_VARIABLES.get(result.stack, ())
     if settings.ca_file is not None or not result.reproduce:
         return result
     assignments = [

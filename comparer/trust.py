@@ -17,6 +17,21 @@ from pathlib import Path
 
 from comparer.model import TrustSource
 
+# Environment variables that choose each host stack's default trust, in the order the
+# stack reads them.
+STACK_TRUST_VARIABLES: dict[str, tuple[str, ...]] = {
+    "openssl": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
+    "stdlib": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
+    "stdlib-strict": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
+    "httpx": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
+    "aiohttp": ("SSL_CERT_FILE", "SSL_CERT_DIR"),
+    "requests": ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
+}
+# Every such variable, each once.
+TRUST_VARIABLES = tuple(
+    dict.fromkeys(name for names in STACK_TRUST_VARIABLES.values() for name in names)
+)
+
 _HASHED_NAME = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
 

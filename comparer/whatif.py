@@ -180,7 +180,7 @@ def offline_at(
             )
             if verdict.reason is today.reason:
                 unchanged = (
-                    f"{differ}; the date changes nothing, so today's verdict stands"
+                    f"{differ}; the date changes nothing, so today's verdict is kept"
                 )
                 return dataclasses.replace(result, reproduce=None, note=unchanged)
             note = differ

@@ -12,8 +12,8 @@ from hypothesis import settings
 from comparer.lab import Lab, names
 
 # CI runs the property tests with a fixed seed and no per-example deadline, so that
-# a loaded machine or a new random example cannot turn a run red by chance; local
-# runs keep exploring new examples.
+# a loaded machine or a new random example cannot fail a run by chance. Local runs
+# keep exploring new examples.
 settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")

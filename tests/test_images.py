@@ -390,7 +390,8 @@ def test_probe_images_without_engine_names_each_image(lab: Lab) -> None:
         )
     )
     assert len(run.errors) == 2
-    assert BOOKWORM in run.errors[0] and "no-such-engine" in run.errors[0]
+    assert BOOKWORM in run.errors[0]
+    assert "no-such-engine" in run.errors[0]
     assert TRIXIE in run.errors[1]
 
 

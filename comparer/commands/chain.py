@@ -199,11 +199,7 @@ def _add_paths(tree: Tree, context: ChainContext) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run `comparer chain`."""
     ca_file = load_ca_file(args.ca_file)
-    stack_names = (
-        parse_stack_list(args.stacks)
-        if args.stacks is not None
-        else list(DEFAULT_STACKS)
-    )
+    stack_names = parse_stack_list(args.stacks)
     targets = list({t.key: t for t in map(parse_target, args.targets)}.values())
     settings = ProbeSettings(ca_file=ca_file, timeout=args.timeout)
     at = args.at or dt.datetime.now(timezone.utc)

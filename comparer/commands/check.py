@@ -46,7 +46,7 @@ PROGRESS_MIN_PROBES = 20
 
 @dataclass
 class Outcome:
-    """What a run produced: reports in input order, stack columns, interruption.
+    """Result of a run: reports in input order, stack columns, interruption.
 
     `errors` has one line for each part of the run that could not happen at all,
     such as an image that did not start. The other columns are still shown.
@@ -424,11 +424,7 @@ def image_options(args: argparse.Namespace) -> ImageOptions | None:
 def run(args: argparse.Namespace) -> int:
     """Run `comparer check`."""
     ca_file = load_ca_file(args.ca_file)
-    stack_names = (
-        parse_stack_list(args.stacks)
-        if args.stacks is not None
-        else list(DEFAULT_STACKS)
-    )
+    stack_names = parse_stack_list(args.stacks)
     targets, invalid = collect_targets(args)
     settings = ProbeSettings(ca_file=ca_file, timeout=args.timeout)
     # Each name becomes one target per address (comparer/addresses.py).

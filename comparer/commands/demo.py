@@ -21,7 +21,7 @@ from comparer.commands.check import (
 )
 from comparer.errors import UsageError
 from comparer.model import ProbeResult, Reason, StackInfo, TargetReport
-from comparer.stacks import DEFAULT_STACKS, parse_stack_list
+from comparer.stacks import parse_stack_list
 from comparer.stacks.base import ProbeSettings
 from comparer.targets import parse_target
 
@@ -107,11 +107,7 @@ def run(args: argparse.Namespace) -> int:
     """Run `comparer demo`."""
     from comparer.lab import Lab
 
-    stack_names = (
-        parse_stack_list(args.stacks)
-        if args.stacks is not None
-        else list(DEFAULT_STACKS)
-    )
+    stack_names = parse_stack_list(args.stacks)
     with Lab() as lab:
         settings = ProbeSettings(ca_file=lab.ca_bundle, timeout=args.timeout)
         by_ca_file = [s for s in lab.scenarios if s.trust == "ca-file"]

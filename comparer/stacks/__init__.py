@@ -37,8 +37,13 @@ def get_stack(name: str) -> Stack:
     return stack
 
 
-def parse_stack_list(text: str) -> list[str]:
-    """Parse `--stacks a,b`, rejecting unknown and empty names."""
+def parse_stack_list(text: str | None) -> list[str]:
+    """Parse `--stacks a,b` into stack names, or return the defaults for None.
+
+    Unknown and empty names raise UsageError.
+    """
+    if text is None:
+        return list(DEFAULT_STACKS)
     names = [part.strip() for part in text.split(",")]
     if not any(names) or not all(names):
         raise UsageError(f"invalid --stacks {text!r}: give names separated by commas")

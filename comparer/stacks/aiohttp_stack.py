@@ -88,7 +88,7 @@ class AiohttpStack:
             if settings.ca_file is not None:
                 ssl_arg = _context(str(settings.ca_file))
             timeout = aiohttp.ClientTimeout(total=settings.timeout)
-            # A pinned name gets a resolver that answers with the address.
+            # A pinned name gets a resolver that returns the pinned address.
             connector = aiohttp.TCPConnector(resolver=resolver) if resolver else None
             async with (
                 aiohttp.ClientSession(timeout=timeout, connector=connector) as session,

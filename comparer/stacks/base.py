@@ -34,7 +34,11 @@ class Stack(Protocol):
         ...
 
     async def probe(self, target: Target, settings: ProbeSettings) -> ProbeResult:
-        """Connect to the target and return the verdict; never raise for a bad peer."""
+        """Connect to the target and return the verdict.
+
+        A misbehaving peer is a verdict, not an exception. The runner still turns an
+        unexpected exception into an `error` result for this cell only.
+        """
         ...
 
 

@@ -147,8 +147,8 @@ async def _communicate(
         _read_into(process.stderr, stderr),
         process.wait(),
     )
-    # When Ctrl-C cancels the run, asyncio.run cancels the readers one by one and the
-    # gathered future ends with their CancelledError; marking it read keeps asyncio
+    # When Ctrl-C cancels the run, asyncio.run cancels the readers one by one, so the
+    # gathered future ends with their CancelledError. Reading it here stops asyncio
     # from logging it as "never retrieved".
     reading.add_done_callback(_mark_retrieved)
     try:

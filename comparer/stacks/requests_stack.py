@@ -90,7 +90,7 @@ async def _run_in_daemon_thread(call: Callable[[], T]) -> T:
 def _timed_out_in_handshake(exc: BaseException) -> bool:
     """Return whether a timeout in the exception chain came from the TLS handshake."""
     # urllib3 2.x reports a handshake that timed out as a ReadTimeoutError as well,
-    # so the frame of ssl.SSLSocket.do_handshake on a traceback tells the two apart.
+    # so the frame of ssl.SSLSocket.do_handshake on a traceback distinguishes them.
     handshake = ssl.SSLSocket.do_handshake.__code__
     for item in iter_exception_chain(exc):
         frame = item.__traceback__

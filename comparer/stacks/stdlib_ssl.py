@@ -99,8 +99,8 @@ class StdlibStack:
             request = f"GET {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\n"
             writer.write((request + "Connection: close\r\n\r\n").encode("latin-1"))
             await writer.drain()
-            # A TLS service that is not HTTP may never answer: the handshake verdict
-            # stands, so the read gets only part of the budget.
+            # A TLS service that is not HTTP may never respond, and the handshake
+            # verdict is final by then, so the read gets only part of the budget.
             remaining = settings.timeout - elapsed_ms(start) / 1000
             status = await asyncio.wait_for(reader.readline(), max(0.1, remaining / 2))
         except (OSError, EOFError, ValueError, asyncio.TimeoutError) as exc:
@@ -116,7 +116,7 @@ class StdlibStack:
         finally:
             if writer is not None:
                 writer.close()
-                # A server that never answers close_notify would hold wait_closed()
+                # A server that never returns close_notify would hold wait_closed()
                 # for asyncio's 30 s SSL shutdown timeout, so the close gets what is
                 # left of the budget and the connection is then dropped.
                 left = settings.timeout - elapsed_ms(start) / 1000
